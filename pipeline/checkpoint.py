@@ -1,0 +1,492 @@
+"""The checkpoint: one SQLite file (WAL) that makes every run resumable and exactly-once.
+
+A mutation's intent (row, event, idempotency key) is committed before the request leaves, and
+its answer right after, so a run killed at any instant resumes with the very same keys. Rows are
+identified by content (row key), so a sheet edited between runs still lines up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import CheckpointError
+from pipeline.model import (
+    PERMANENT,
+    SUCCESS,
+    UNRESOLVED,
+    Correction,
+    RowProblem,
+    Status,
+)
+from pipeline.timeutil import utcnow
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, command TEXT, started_at TEXT, finished_at TEXT,
+    sheet TEXT, sheet_fingerprint TEXT, generation INTEGER, exit_code INTEGER,
+    requests INTEGER DEFAULT 0, retries INTEGER DEFAULT 0,
+    rows_new INTEGER DEFAULT 0, rows_done INTEGER DEFAULT 0, rows_gone INTEGER DEFAULT 0,
+    options TEXT
+);
+CREATE TABLE IF NOT EXISTS rows (
+    row_key TEXT PRIMARY KEY, row_number INTEGER NOT NULL, generation INTEGER NOT NULL,
+    status TEXT NOT NULL, event_type TEXT, lookup_key TEXT, lookup_value TEXT,
+    event_id TEXT, merge_mode TEXT, attributes TEXT, spec TEXT, error TEXT,
+    run_id TEXT, updated_at TEXT
+);
+CREATE INDEX IF NOT EXISTS rows_by_number ON rows (generation, row_number);
+CREATE TABLE IF NOT EXISTS duplicate_rows (
+    generation INTEGER NOT NULL, row_number INTEGER NOT NULL, row_key TEXT NOT NULL,
+    first_row_number INTEGER, PRIMARY KEY (generation, row_number)
+);
+CREATE TABLE IF NOT EXISTS mutations (
+    row_key TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    idempotency_key TEXT NOT NULL, timestamp TEXT, merge_mode TEXT,
+    attributes_before TEXT, attributes_after TEXT, status TEXT NOT NULL,
+    mutation_id TEXT, http_status INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT, note TEXT, intent_at TEXT, applied_at TEXT, run_id TEXT,
+    PRIMARY KEY (row_key, event_id)
+);
+CREATE INDEX IF NOT EXISTS mutations_by_key ON mutations (idempotency_key);
+"""
+
+
+def workspace_id(token: str | None) -> str:
+    """A stable, non-reversible name for the workspace: a hash of the public API key part."""
+    if not token:
+        return ""
+    api_key = token.split(".", 1)[0]
+    return hashlib.sha256(("workspace:" + api_key).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A mutation committed to the checkpoint before it is sent."""
+
+    row_key: str
+    event_id: str
+    idempotency_key: str
+    timestamp: str
+    merge_mode: str
+    attributes_after: Mapping[str, Any]
+    attributes_before: Mapping[str, Any] | None
+    status: Status
+    attempts: int = 0
+    intent_at: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What the checkpoint knows of a row when a run meets it again."""
+
+    status: Status
+    intents: tuple[Intent, ...]
+
+
+@dataclass
+class Registration:
+    """The result of registering one batch: what still needs work, and counts."""
+
+    todo: list[tuple[Correction, RowState | None]]
+    new: int = 0
+    done: int = 0
+    invalid: int = 0
+    duplicate: int = 0
+    skipped: int = 0
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Checkpoint:
+    """Open (or create) a checkpoint file. Refuses files of another version or target."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a committed transaction survives a killed process (not a power cut).
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            if existed:
+                self._check_existing()
+            else:
+                self.db.executescript(_SCHEMA)
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+                self._set_meta("created_at", utcnow().isoformat())
+                self._set_meta("generation", "0")
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(
+                f"{self.path} is not a usable checkpoint ({exc}). Move it aside to start over, "
+                "or point --checkpoint at the right file."
+            ) from None
+
+    # -- identity -----------------------------------------------------------------------
+
+    def _check_existing(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables:
+            raise CheckpointError(
+                f"{self.path} is an SQLite file but not a corrections checkpoint; refusing to "
+                "touch it. Point --checkpoint at another path."
+            )
+        version = self.meta("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise CheckpointError(
+                f"{self.path} has checkpoint schema version {version}; this corrections "
+                f"understands version {SCHEMA_VERSION}. Use the matching corrections release."
+            )
+
+    def bind_target(self, api_url: str, workspace: str) -> None:
+        """Tie the checkpoint to one API and workspace; refuse to resume against another."""
+        known_url, known_ws = self.meta("api_url"), self.meta("workspace")
+        if known_url is None:
+            self._set_meta("api_url", api_url)
+            self._set_meta("workspace", workspace)
+            return
+        if known_url != api_url:
+            raise CheckpointError(
+                f"{self.path} belongs to runs against {known_url}, not {api_url}. Resuming "
+                "against another API would resend everything; use another --checkpoint."
+            )
+        if known_ws and workspace and known_ws != workspace:
+            raise CheckpointError(
+                f"{self.path} belongs to another workspace (another API key). Use the token "
+                "of the workspace it was made for, or another --checkpoint."
+            )
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, command: str, sheet: str, fingerprint: str,
+                  options: Mapping[str, Any]) -> int:
+        """Open a run and a new sheet generation; rows met in this run join it."""
+        generation = int(self.meta("generation") or 0) + 1
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._set_meta("generation", str(generation))
+            self._set_meta("sheet_fingerprint", fingerprint)
+            self.db.execute(
+                "INSERT INTO runs (run_id, command, started_at, sheet, sheet_fingerprint, "
+                "generation, options) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, command, utcnow().isoformat(), sheet, fingerprint, generation,
+                 _dumps(dict(options))),
+            )
+        return generation
+
+    def finish_run(self, run_id: str, *, exit_code: int, requests: int, retries: int,
+                   rows_new: int, rows_done: int, rows_gone: int) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at = ?, exit_code = ?, requests = ?, retries = ?, "
+            "rows_new = ?, rows_done = ?, rows_gone = ? WHERE run_id = ?",
+            (utcnow().isoformat(), exit_code, requests, retries, rows_new, rows_done, rows_gone,
+             run_id),
+        )
+
+    def current_generation(self) -> int:
+        return int(self.meta("generation") or 0)
+
+    def last_run(self) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1")
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def rows_gone(self, generation: int) -> int:
+        """Rows of earlier sheets that the current sheet no longer holds."""
+        return self.db.execute(
+            "SELECT COUNT(*) FROM rows WHERE generation < ?", (generation,)
+        ).fetchone()[0]
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def register(self, items: Sequence[Correction | RowProblem], generation: int, run_id: str,
+                 *, retry_unresolved: bool = False, seen: set[str] | None = None,
+                 first_number: dict[str, int] | None = None) -> Registration:
+        """Record one batch of sheet rows and return those that still need work.
+
+        `seen` and `first_number` carry the row keys met earlier in this run, so a row
+        identical to an earlier one is reported `duplicate` instead of being worked twice.
+        """
+        seen = set() if seen is None else seen
+        first_number = {} if first_number is None else first_number
+        keys = [it.row_key for it in items]
+        known: dict[str, Status] = {}
+        for chunk_start in range(0, len(keys), 5000):
+            chunk = keys[chunk_start:chunk_start + 5000]
+            marks = ",".join("?" * len(chunk))
+            for key, status in self.db.execute(
+                f"SELECT row_key, status FROM rows WHERE row_key IN ({marks})", chunk
+            ):
+                known[key] = Status(status)
+        now = utcnow().isoformat()
+        reg = Registration(todo=[])
+        inserts: list[tuple[Any, ...]] = []
+        touches: list[tuple[Any, ...]] = []
+        dups: list[tuple[Any, ...]] = []
+        resume_keys: list[str] = []
+        for it in items:
+            if it.row_key in seen:
+                dups.append((generation, it.row_number, it.row_key, first_number[it.row_key]))
+                reg.duplicate += 1
+                continue
+            seen.add(it.row_key)
+            first_number[it.row_key] = it.row_number
+            status = known.get(it.row_key)
+            if isinstance(it, RowProblem):
+                reg.invalid += 1
+                if status is None:
+                    reg.new += 1
+                inserts.append(_problem_row(it, generation, run_id, now))
+                continue
+            if status is None:
+                reg.new += 1
+                inserts.append(_correction_row(it, generation, run_id, now))
+                reg.todo.append((it, None))
+                continue
+            touches.append((it.row_number, generation, it.row_key))
+            if status in SUCCESS or status in PERMANENT or (
+                status in UNRESOLVED and not retry_unresolved
+            ):
+                reg.done += 1
+                if status not in SUCCESS:
+                    reg.skipped += 1
+                continue
+            resume_keys.append(it.row_key)
+            reg.todo.append((it, RowState(status, ())))
+        with self.db:
+            self.db.execute("BEGIN")
+            if inserts:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO rows (row_key, row_number, generation, status, "
+                    "event_type, lookup_key, lookup_value, event_id, merge_mode, attributes, "
+                    "spec, error, run_id, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    inserts,
+                )
+            if touches:
+                self.db.executemany(
+                    "UPDATE rows SET row_number = ?, generation = ? WHERE row_key = ?", touches
+                )
+            if dups:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO duplicate_rows (generation, row_number, row_key, "
+                    "first_row_number) VALUES (?, ?, ?, ?)",
+                    dups,
+                )
+        if resume_keys:
+            intents = self.intents_for(resume_keys)
+            reg.todo = [
+                (c, RowState(st.status, tuple(intents.get(c.row_key, ()))) if st else None)
+                for c, st in reg.todo
+            ]
+        return reg
+
+    def set_row_status(self, row_key: str, status: Status, run_id: str,
+                       error: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE rows SET status = ?, error = ?, run_id = ?, updated_at = ? WHERE row_key = ?",
+            (status.value, error, run_id, utcnow().isoformat(), row_key),
+        )
+
+    # -- mutations ----------------------------------------------------------------------
+
+    def intents_for(self, row_keys: Iterable[str]) -> dict[str, list[Intent]]:
+        out: dict[str, list[Intent]] = {}
+        keys = list(row_keys)
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.execute(
+                "SELECT row_key, event_id, idempotency_key, timestamp, merge_mode, "
+                "attributes_after, attributes_before, status, attempts, intent_at, seq "
+                f"FROM mutations WHERE row_key IN ({marks}) ORDER BY row_key, seq",
+                chunk,
+            ):
+                out.setdefault(r[0], []).append(Intent(
+                    row_key=r[0], event_id=r[1], idempotency_key=r[2], timestamp=r[3],
+                    merge_mode=r[4], attributes_after=_loads(r[5]),
+                    attributes_before=_loads(r[6]), status=Status(r[7]), attempts=r[8],
+                    intent_at=r[9] or "", seq=r[10],
+                ))
+        return out
+
+    def key_owner(self, idempotency_key: str) -> tuple[str, str, str] | None:
+        """(row_key, event_id, status) of the mutation already holding this key, if any."""
+        row = self.db.execute(
+            "SELECT row_key, event_id, status FROM mutations WHERE idempotency_key = ? LIMIT 1",
+            (idempotency_key,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def record_intents(self, intents: Sequence[Intent], run_id: str) -> None:
+        """Commit what is about to be sent (or decided without sending) in one transaction."""
+        now = utcnow().isoformat()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO mutations (row_key, event_id, seq, idempotency_key, timestamp, "
+                "merge_mode, attributes_before, attributes_after, status, attempts, intent_at, "
+                "run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (row_key, event_id) DO UPDATE SET "
+                "attributes_before = COALESCE(excluded.attributes_before, attributes_before), "
+                "status = excluded.status, run_id = excluded.run_id",
+                [
+                    (i.row_key, i.event_id, i.seq, i.idempotency_key, i.timestamp, i.merge_mode,
+                     _dumps(i.attributes_before), _dumps(i.attributes_after), i.status.value,
+                     i.attempts, i.intent_at or now, run_id)
+                    for i in intents
+                ],
+            )
+
+    def record_outcome(self, row_key: str, event_id: str, status: Status, *, run_id: str,
+                       attempts: int, mutation_id: str | None = None,
+                       http_status: int | None = None, error: str | None = None,
+                       note: str | None = None) -> None:
+        applied_at = utcnow().isoformat() if status is Status.APPLIED else None
+        self.db.execute(
+            "UPDATE mutations SET status = ?, mutation_id = COALESCE(?, mutation_id), "
+            "http_status = ?, attempts = ?, error = ?, note = COALESCE(?, note), "
+            "applied_at = COALESCE(?, applied_at), run_id = ? "
+            "WHERE row_key = ? AND event_id = ?",
+            (status.value, mutation_id, http_status, attempts, error, note, applied_at, run_id,
+             row_key, event_id),
+        )
+
+    def refresh_intent_time(self, row_key: str, event_id: str) -> None:
+        self.db.execute(
+            "UPDATE mutations SET intent_at = ? WHERE row_key = ? AND event_id = ?",
+            (utcnow().isoformat(), row_key, event_id),
+        )
+
+    # -- reading back -------------------------------------------------------------------
+
+    def status_counts(self, generation: int | None = None) -> dict[str, int]:
+        """Rows by status for a generation (default: the latest sheet)."""
+        gen = self.current_generation() if generation is None else generation
+        counts: dict[str, int] = {}
+        for status, n in self.db.execute(
+            "SELECT status, COUNT(*) FROM rows WHERE generation = ? GROUP BY status", (gen,)
+        ):
+            counts[status] = n
+        dups = self.db.execute(
+            "SELECT COUNT(*) FROM duplicate_rows WHERE generation = ?", (gen,)
+        ).fetchone()[0]
+        if dups:
+            counts[Status.DUPLICATE.value] = counts.get(Status.DUPLICATE.value, 0) + dups
+        return counts
+
+    def mutation_counts(self, generation: int | None = None) -> dict[str, int]:
+        gen = self.current_generation() if generation is None else generation
+        return dict(self.db.execute(
+            "SELECT m.status, COUNT(*) FROM mutations m JOIN rows r ON r.row_key = m.row_key "
+            "WHERE r.generation = ? GROUP BY m.status", (gen,)
+        ).fetchall())
+
+    def report_rows(self, generation: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every line of the audit report, in sheet order, streamed from the file."""
+        gen = self.current_generation() if generation is None else generation
+        cur = self.db.execute(
+            """
+            SELECT r.row_number, r.row_key, r.event_type, r.lookup_key, r.lookup_value,
+                   COALESCE(m.event_id, r.event_id), m.timestamp, m.idempotency_key,
+                   COALESCE(m.merge_mode, r.merge_mode), COALESCE(m.status, r.status),
+                   m.mutation_id, m.http_status, COALESCE(m.attempts, 0),
+                   COALESCE(m.error, r.error), m.note, m.attributes_before,
+                   COALESCE(m.attributes_after, r.attributes), m.applied_at,
+                   COALESCE(m.run_id, r.run_id), 0, COALESCE(m.seq, 0)
+            FROM rows r LEFT JOIN mutations m ON m.row_key = r.row_key
+            WHERE r.generation = ?
+            UNION ALL
+            SELECT d.row_number, d.row_key, r.event_type, r.lookup_key, r.lookup_value,
+                   r.event_id, NULL, NULL, r.merge_mode, 'duplicate', NULL, NULL, 0,
+                   'same content as row ' || d.first_row_number, NULL, NULL, r.attributes,
+                   NULL, r.run_id, 1, 0
+            FROM duplicate_rows d JOIN rows r ON r.row_key = d.row_key
+            WHERE d.generation = ?
+            ORDER BY 1, 20, 21
+            """,
+            (gen, gen),
+        )
+        for r in cur:
+            error = r[13]
+            if r[14]:
+                error = f"{error}; {r[14]}" if error else r[14]
+            yield {
+                "row_number": r[0], "row_key": r[1], "event_type": r[2], "lookup_key": r[3],
+                "lookup_value": r[4], "event_id": r[5], "timestamp": r[6],
+                "idempotency_key": r[7], "merge_mode": r[8], "status": r[9],
+                "mutation_id": r[10], "http_status": r[11], "attempts": r[12], "error": error,
+                "attributes_before": r[15], "attributes_after": r[16], "applied_at": r[17],
+                "run_id": r[18],
+            }
+
+    def applied_mutations(self) -> Iterator[dict[str, Any]]:
+        """Applied (or verified) mutations of the latest sheet, with what verify needs."""
+        gen = self.current_generation()
+        cur = self.db.execute(
+            "SELECT m.row_key, m.event_id, m.timestamp, m.attributes_after, m.merge_mode, "
+            "m.status, r.event_type, r.lookup_key, r.lookup_value, r.spec "
+            "FROM mutations m JOIN rows r ON r.row_key = m.row_key "
+            "WHERE r.generation = ? AND m.status IN ('applied', 'verified', 'mismatch')",
+            (gen,),
+        )
+        cols = [d[0] for d in cur.description]
+        for r in cur:
+            yield dict(zip(cols, r, strict=True))
+
+
+def _problem_row(p: RowProblem, generation: int, run_id: str, now: str) -> tuple[Any, ...]:
+    cells = p.cells
+    return (
+        p.row_key, p.row_number, generation, Status.INVALID.value,
+        _text(cells.get("event_type")), _text(cells.get("lookup_key")),
+        _text(cells.get("lookup_value")), _text(cells.get("event_id")),
+        _text(cells.get("merge_mode")), None, None, str(p), run_id, now,
+    )
+
+
+def _correction_row(c: Correction, generation: int, run_id: str, now: str) -> tuple[Any, ...]:
+    return (
+        c.row_key, c.row_number, generation, Status.PENDING.value, c.event_type, c.lookup_key,
+        c.lookup_value, c.event_id, c.merge_mode, _dumps(dict(c.attributes)), None, None,
+        run_id, now,
+    )
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text[:500]

@@ -1,0 +1,268 @@
+"""`corrections`: a thin click layer over `pipeline.jobs`.
+
+Parse and check options, call the job, print its outcome, map exceptions to exit codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline import __version__
+from pipeline.client import check_token
+from pipeline.errors import CorrectionsError, UsageError
+from pipeline.jobs import (
+    SheetJob,
+    Target,
+    apply_sheet,
+    checkpoint_status,
+    default_checkpoint,
+    default_report,
+    plan_sheet,
+    reemit_report,
+    validate_sheet,
+)
+from pipeline.logs import setup_logging
+from pipeline.model import RowProblem, SheetDefaults, Status
+from pipeline.options import (
+    api_options,
+    config_option,
+    output_options,
+    read_token,
+    run_options,
+    sheet_options,
+)
+from pipeline.runner import RunOptions
+from pipeline.sandbox.command import sandbox_command
+from pipeline.summary import print_plan_details, print_summary
+from pipeline.timeutil import TimestampError, parse_timestamp
+
+
+class _Group(click.Group):
+    """Turns the pipeline's own errors into a message and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CorrectionsError as exc:
+            click.echo(f"corrections: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.version_option(__version__, prog_name="corrections")
+def main() -> None:
+    """Correct analytics events after ingestion, exactly once, with an audit report.
+
+    \b
+    Typical use:
+      corrections validate fixes.csv
+      corrections plan fixes.csv --match order_id --event-type order_completed
+      corrections apply fixes.csv --match order_id --event-type order_completed
+      corrections status --checkpoint fixes.checkpoint.sqlite
+
+    Try it with no account at all: `corrections apply --sandbox sample_data/corrections.csv`.
+    """
+
+
+def _defaults(event_type: str | None, match: str | None, from_: str | None, to: str | None,
+              merge_mode: str) -> SheetDefaults:
+    def when(value: str | None, name: str, end: bool) -> Any:
+        if not value:
+            return None
+        try:
+            return parse_timestamp(value, end_of_day=end)
+        except TimestampError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from None
+
+    return SheetDefaults(event_type=event_type, match=match, from_=when(from_, "--from", False),
+                         to=when(to, "--to", True), merge_mode=merge_mode)
+
+
+def _sheet_path(sheet: str) -> Path:
+    path = Path(sheet)
+    if not path.exists():
+        raise UsageError(f"no sheet at {sheet}")
+    return path
+
+
+@contextlib.contextmanager
+def _target(api_url: str, token_file: Path | None, sandbox: bool) -> Iterator[Target]:
+    """The API to talk to; with --sandbox, an emulator started for the length of the run."""
+    if sandbox:
+        from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
+
+        with SandboxServer() as server:
+            click.echo(f"corrections: sandbox started at {server.url} with sample_data/ events",
+                       err=True)
+            yield Target(server.url, SANDBOX_TOKEN, "sandbox")
+        return
+    token = check_token(read_token(token_file, lambda m: click.echo(f"corrections: warning: {m}",
+                                                                     err=True)))
+    yield Target.remote(api_url, token)
+
+
+def _run_options(kw: dict[str, Any]) -> RunOptions:
+    names = RunOptions.__dataclass_fields__.keys()
+    return RunOptions(**{k: v for k, v in kw.items() if k in names})
+
+
+def _row_echo(verbose: bool, log_json: bool) -> Any:
+    import logging
+
+    log = logging.getLogger("corrections")
+
+    def on_row(row_number: int, status: Status, error: str | None) -> None:
+        if verbose or log_json:
+            log.info("row %s: %s%s", row_number, status.value, f" ({error})" if error else "",
+                     extra={"event": "row", "row_number": row_number, "status": status.value,
+                            "error": error})
+
+    return on_row
+
+
+@main.command()
+@click.argument("sheet")
+@sheet_options
+@config_option
+def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
+    """Check every row of SHEET offline and list the problems by row number.
+
+    Exits 0 when every row is valid, 2 otherwise. Sends nothing.
+
+    \b
+    Example:
+      corrections validate fixes.csv --match order_id --event-type order_completed
+    """
+    defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
+    job = SheetJob(_sheet_path(sheet), defaults, sheet_name)
+
+    def on_problem(p: RowProblem) -> None:
+        click.echo(str(p))
+
+    out = validate_sheet(job, on_problem)
+    click.echo(f"{out.rows} rows: {out.valid} valid, {out.problems} invalid", err=True)
+    sys.exit(out.exit_code)
+
+
+@main.command()
+@click.argument("sheet")
+@sheet_options
+@api_options
+@run_options
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Audit report (.csv, .parquet, .jsonl; default <sheet stem>.audit.csv).")
+@click.option("--strict", is_flag=True, help="Send nothing if any row is invalid (exit 2).")
+@output_options
+@config_option
+def apply(sheet: str, **kw: Any) -> None:
+    """Resolve, correct and record every row of SHEET; safe to rerun after any failure.
+
+    A rerun of the same command resumes from the checkpoint and never applies a change
+    twice. Exit codes: 0 all rows succeeded, 1 some failed or are unresolved, 2 usage or
+    sheet error, 3 authentication/fatal API error, 75 checkpoint locked, 130/143 interrupted.
+
+    \b
+    Example:
+      export USERMAVEN_TOKEN=API_KEY.SERVER_TOKEN
+      corrections apply fixes.csv --event-type order_completed --match order_id \\
+          --from 2026-03-01 --to 2026-03-31
+    """
+    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    path = _sheet_path(sheet)
+    defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
+    job = SheetJob(path, defaults, kw["sheet_name"])
+    checkpoint = kw["checkpoint"] or default_checkpoint(path)
+    report = kw["report"] or default_report(path)
+    with _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target:
+        outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
+                              report=report, strict=kw["strict"],
+                              on_row=_row_echo(kw["verbose"], kw["log_format"] == "json"))
+    if not kw["quiet"]:
+        print_summary(outcome, sheet=path, log_json=kw["log_format"] == "json")
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("sheet")
+@sheet_options
+@api_options
+@run_options
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Plan report (default <sheet stem>.plan.csv).")
+@output_options
+@config_option
+def plan(sheet: str, **kw: Any) -> None:
+    """Show what `apply` would change, event by event (before → after); mutate nothing.
+
+    Makes lookups only and writes a plan report with the audit report's columns, statuses
+    `planned`, `unchanged`, `not_found`, `ambiguous`, `invalid`.
+
+    \b
+    Example:
+      corrections plan fixes.csv --event-type order_completed --match order_id
+    """
+    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    path = _sheet_path(sheet)
+    defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
+    job = SheetJob(path, defaults, kw["sheet_name"])
+    report = kw["report"] or default_report(path, "plan")
+    with _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target:
+        outcome = plan_sheet(job, target, _run_options(kw), report=report)
+    if not kw["quiet"]:
+        print_plan_details(outcome)
+        print_summary(outcome, sheet=path, log_json=kw["log_format"] == "json")
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@config_option
+def status(checkpoint: Path, as_json: bool) -> None:
+    """Counts by status, the last run, and what is left to do. Offline.
+
+    \b
+    Example:
+      corrections status --checkpoint fixes.checkpoint.sqlite
+    """
+    info = checkpoint_status(checkpoint)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    last = info["last_run"]
+    click.echo(f"checkpoint: {info['checkpoint']}")
+    click.echo(f"last run:   {last['run_id']} ({last['command']}) started {last['started_at']}, "
+               f"finished {last['finished_at'] or '— (killed or running)'}, "
+               f"exit {last['exit_code'] if last['exit_code'] is not None else '—'}")
+    click.echo(f"sheet:      {last['sheet']}")
+    click.echo("rows by status:")
+    for name, n in sorted(info["counts"].items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {name:<10} {n:>8}")
+    click.echo(f"left to do: {info['left']} row(s) not in a success state")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Report path; format by suffix: .csv, .parquet, .jsonl.")
+@config_option
+def report(checkpoint: Path, out: Path) -> None:
+    """Write the audit report again from a checkpoint. Offline.
+
+    \b
+    Example:
+      corrections report --checkpoint fixes.checkpoint.sqlite --out fixes.audit.parquet
+    """
+    n = reemit_report(checkpoint, out)
+    click.echo(f"wrote {n} lines to {out}", err=True)
+
+
+main.add_command(sandbox_command, "sandbox")

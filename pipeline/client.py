@@ -1,0 +1,233 @@
+"""The Usermaven Event mutations API, one request per call, every answer mapped once.
+
+Retries and pacing live in `pipeline.retry` and `pipeline.throttle`; this module only knows the
+wire format. The token travels in the `Authorization` header and nowhere else, so no URL,
+exception or log line can carry it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    RateLimited,
+    RejectedError,
+    TransientError,
+    UsageError,
+)
+from pipeline.model import FoundEvent, Window
+from pipeline.timeutil import format_api, parse_event_time
+
+LOOKUP_PATH = "/v1/event-mutation/lookup"
+MUTATION_PATH = "/v1/event-mutation"
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class MutationResult:
+    mutation_id: str
+    http_status: int
+
+
+def check_api_url(url: str) -> str:
+    """Refuse plain http except to loopback, so a token never crosses a network in clear."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--api-url {url!r} is not an http(s) URL (e.g. https://api.usermaven.com)")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"--api-url {url!r} uses plain http to a non-loopback host; the token would travel "
+            "in clear. Use https://."
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token(token: str) -> str:
+    """The documented `API_KEY.SERVER_TOKEN` shape; the message never echoes the token."""
+    token = token.strip()
+    key, dot, secret = token.partition(".")
+    if not dot or not key or not secret or any(ch.isspace() for ch in token):
+        raise UsageError(
+            "the Usermaven token must look like API_KEY.SERVER_TOKEN (two parts joined by a "
+            "dot); check USERMAVEN_TOKEN or --token-file"
+        )
+    return token
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds, from either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def make_http_client(base_url: str, *, concurrency: int, timeout: float,
+                     transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """A keep-alive pool sized to the concurrency, with connect/read timeouts."""
+    limits = httpx.Limits(max_connections=max(1, concurrency) + 2,
+                          max_keepalive_connections=max(1, concurrency) + 2)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=limits,
+        transport=transport,
+        headers={"User-Agent": "corrections/0.1", "Content-Type": "application/json"},
+        follow_redirects=False,
+    )
+
+
+class UsermavenClient:
+    """Calls the two endpoints; raises the pipeline's exceptions for every non-success."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+        self._http = http
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self.requests = 0
+
+    async def lookup(self, event_type: str, attribute_key: str, attribute_value: str,
+                     window: Window) -> tuple[list[FoundEvent], int]:
+        """Events matching one attribute value in a window (API: newest first, at most 10).
+
+        Returns the events and the raw count the API answered (before dropping deleted ones),
+        so the caller can tell a full page (10) from a complete answer.
+        """
+        body = {
+            "event_type": event_type,
+            "attribute_key": attribute_key,
+            "attribute_value": attribute_value,
+            "from_timestamp": format_api(window.start),
+            "to_timestamp": format_api(window.end),
+        }
+        data = await self._post(LOOKUP_PATH, body)
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise TransientError("lookup answer has no 'data' list", http_status=200)
+        events = [_found_event(item) for item in items]
+        return events, len(items)
+
+    async def mutate(self, event_id: str, timestamp: datetime, attributes: Mapping[str, Any],
+                     merge_mode: str, idempotency_key: str) -> MutationResult:
+        body = {
+            "event_id": event_id,
+            "timestamp": format_api(timestamp),
+            "event_attributes": attributes,
+            "merge_mode": merge_mode,
+            "idempotency_key": idempotency_key,
+        }
+        data = await self._post(MUTATION_PATH, body)
+        if not isinstance(data, dict) or data.get("status") != 1 or not data.get("mutation_id"):
+            raise TransientError(
+                f"mutation answer without status 1 and a mutation_id: {_short(data)}",
+                http_status=200,
+            )
+        return MutationResult(mutation_id=str(data["mutation_id"]), http_status=200)
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
+                             allow_nan=False).encode("utf-8")
+        self.requests += 1
+        try:
+            response = await self._http.post(path, content=content, headers=self._auth)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection failed ({type(exc).__name__})") from None
+        return _interpret(response)
+
+
+def _interpret(response: httpx.Response) -> Any:
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise TransientError("answer is not JSON", http_status=status) from None
+    message = _error_message(response)
+    if status in (401, 403):
+        raise AuthError(
+            f"the API refused the token ({status}: {message}); check USERMAVEN_TOKEN "
+            "(API_KEY.SERVER_TOKEN from Settings → Workspace)",
+            http_status=status,
+        )
+    if status == 404:
+        raise NotFoundError(message or "event not found", http_status=status)
+    if status == 409:
+        raise ConflictError(
+            message or "idempotency key already used with another event", http_status=status
+        )
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    if status == 429 or (status == 503 and retry_after is not None):
+        raise RateLimited(f"throttled ({status})", http_status=status, retry_after=retry_after)
+    if status in RETRYABLE_STATUS or status >= 500:
+        raise TransientError(f"server error {status}: {message}", http_status=status)
+    if 400 <= status < 500:
+        raise RejectedError(message or f"refused with {status}", http_status=status)
+    raise ApiError(f"unexpected answer {status}", http_status=status)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _short(response.text)
+    if isinstance(data, dict):
+        for field in ("error", "message", "detail", "errors"):
+            if data.get(field):
+                return _short(data[field])
+    return _short(data)
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _found_event(item: Any) -> FoundEvent:
+    if not isinstance(item, dict) or "event_id" not in item or "_timestamp" not in item:
+        raise TransientError(f"lookup item without event_id/_timestamp: {_short(item)}")
+    attrs = item.get("event_attributes") or {}
+    if isinstance(attrs, str):
+        try:
+            attrs = json.loads(attrs)
+        except json.JSONDecodeError:
+            attrs = {}
+    return FoundEvent(
+        event_id=str(item["event_id"]).lower(),
+        event_type=str(item.get("event_type", "")),
+        attributes=attrs if isinstance(attrs, dict) else {},
+        timestamp=parse_event_time(str(item["_timestamp"])),
+        is_deleted=str(item.get("_is_deleted", 0)) in ("1", "true", "True"),
+    )

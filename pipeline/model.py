@@ -1,0 +1,105 @@
+"""The small, frozen records that flow between the pieces: corrections, problems, statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Outcome of a (row, event) pair. The report and the checkpoint speak these words."""
+
+    PENDING = "pending"
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    AMBIGUOUS = "ambiguous"
+    CONFLICT = "conflict"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    PLANNED = "planned"
+    VERIFIED = "verified"
+    MISMATCH = "mismatch"
+
+
+#: States that count as done: a rerun skips them and they give exit code 0.
+SUCCESS = frozenset({Status.APPLIED, Status.UNCHANGED, Status.DUPLICATE, Status.VERIFIED})
+#: Lookup outcomes retried only with --retry-unresolved.
+UNRESOLVED = frozenset({Status.NOT_FOUND, Status.AMBIGUOUS})
+#: Outcomes a rerun never retries: the API gave a final answer (or the row itself is wrong).
+PERMANENT = frozenset({Status.CONFLICT, Status.REJECTED, Status.INVALID})
+
+MERGE_MODES = ("merge", "replace")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A closed UTC time range for a lookup."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One valid sheet row, with the command-line defaults already applied."""
+
+    row_number: int
+    row_key: str
+    attributes: Mapping[str, Any]
+    merge_mode: str = "merge"
+    event_type: str | None = None
+    event_id: str | None = None
+    timestamp: datetime | None = None
+    lookup_key: str | None = None
+    lookup_value: str | None = None
+    window: Window | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def needs_lookup(self) -> bool:
+        return self.event_id is None
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One invalid sheet row: reported as `invalid`, never sent."""
+
+    row_number: int
+    row_key: str
+    column: str | None
+    message: str
+    cells: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        where = f"row {self.row_number}"
+        if self.column:
+            where += f", column {self.column!r}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SheetDefaults:
+    """Values from the command line for rows that do not say."""
+
+    event_type: str | None = None
+    match: str | None = None
+    from_: datetime | None = None
+    to: datetime | None = None
+    merge_mode: str = "merge"
+
+
+@dataclass(frozen=True)
+class FoundEvent:
+    """One event as the lookup endpoint returned it."""
+
+    event_id: str
+    event_type: str
+    attributes: Mapping[str, Any]
+    timestamp: datetime
+    is_deleted: bool = False

@@ -1,0 +1,136 @@
+"""The audit report: written from the checkpoint, streamed, and swapped in atomically.
+
+The report always covers the whole (latest) sheet, whatever this run did, because it is read
+from the checkpoint rather than collected in memory. It is written to a temporary file beside
+the target and renamed, so a crash never leaves a truncated report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import UsageError
+
+COLUMNS = (
+    "row_number", "row_key", "event_type", "lookup_key", "lookup_value", "event_id",
+    "timestamp", "idempotency_key", "merge_mode", "status", "mutation_id", "http_status",
+    "attempts", "error", "attributes_before", "attributes_after", "applied_at", "run_id",
+)
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
+_INT_COLUMNS = {"row_number", "http_status", "attempts"}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SCHEMA = pa.schema([(c, pa.int64() if c in _INT_COLUMNS else pa.string()) for c in COLUMNS])
+
+
+def report_format(path: Path | str) -> str:
+    suffix = Path(str(path)).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(
+            f"report {path}: unknown suffix {suffix!r}; use .csv, .parquet or .jsonl"
+        )
+    return FORMATS[suffix]
+
+
+def neutralise(value: str) -> str:
+    """Keep a spreadsheet from running a cell as a formula (`=HYPERLINK(...)`)."""
+    if value and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+@contextmanager
+def _atomic(path: Path, mode: str) -> Iterator[Any]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if mode == "binary":
+            yield Path(tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(rows: Iterable[Mapping[str, Any]], path: Path | str,
+                 batch_size: int = 10_000) -> int:
+    """Write report lines to `path` (format by suffix). Returns the number of lines."""
+    path = Path(path)
+    fmt = report_format(path)
+    if fmt == "csv":
+        with _atomic(path, "text") as fh:
+            return _write_csv(rows, fh)
+    if fmt == "jsonl":
+        with _atomic(path, "text") as fh:
+            return _write_jsonl(rows, fh)
+    with _atomic(path, "binary") as tmp:
+        return _write_parquet(rows, tmp, batch_size)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return neutralise(value if isinstance(value, str) else str(value))
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any]], fh: TextIO) -> int:
+    writer = csv.writer(fh, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    n = 0
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+        n += 1
+    return n
+
+
+def _write_jsonl(rows: Iterable[Mapping[str, Any]], fh: TextIO) -> int:
+    n = 0
+    for row in rows:
+        out = {c: row.get(c) for c in COLUMNS}
+        for c in ("attributes_before", "attributes_after"):
+            if isinstance(out[c], str):
+                out[c] = json.loads(out[c])
+        fh.write(json.dumps(out, ensure_ascii=False, default=str) + "\n")
+        n += 1
+    return n
+
+
+def _write_parquet(rows: Iterable[Mapping[str, Any]], tmp: Path, batch_size: int) -> int:
+    n = 0
+    with pq.ParquetWriter(tmp, _SCHEMA) as writer:
+        batch: list[Mapping[str, Any]] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= batch_size:
+                writer.write_table(_table(batch))
+                n += len(batch)
+                batch = []
+        if batch or n == 0:
+            writer.write_table(_table(batch))
+            n += len(batch)
+    return n
+
+
+def _table(batch: list[Mapping[str, Any]]) -> pa.Table:
+    cols = {}
+    for c in COLUMNS:
+        values = [r.get(c) for r in batch]
+        if c not in _INT_COLUMNS:
+            values = [None if v is None else str(v) for v in values]
+        cols[c] = values
+    return pa.table(cols, schema=_SCHEMA)

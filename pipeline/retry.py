@@ -1,0 +1,102 @@
+"""Retry policy: exponential backoff with full jitter (tenacity), honouring `Retry-After`.
+
+Only `TransientError`s are retried, always with the same request (so the same idempotency
+key). A server's `Retry-After` is a floor: jitter is added on top, never taken off, and the
+pause is shared by all workers through the throttle.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from pipeline.errors import RateLimited, TransientError
+from pipeline.throttle import Throttle
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_base: float = 0.5   # seconds; the first retry waits up to this
+    backoff_max: float = 30.0   # cap of one backoff wait
+
+
+@dataclass
+class RetryStats:
+    retries: int = 0
+    throttled: int = 0
+
+
+class _Wait:
+    """Full jitter, but never less than the server's Retry-After."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._jitter = wait_random_exponential(multiplier=policy.backoff_base,
+                                               max=policy.backoff_max)
+
+    def __call__(self, state: RetryCallState) -> float:
+        jitter = self._jitter(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return exc.retry_after + random.uniform(0, min(1.0, exc.retry_after * 0.1))
+        return jitter
+
+
+async def call_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    throttle: Throttle,
+    policy: RetryPolicy,
+    stats: RetryStats,
+    on_attempt: Callable[[int], None] | None = None,
+) -> tuple[T, int]:
+    """Run `fn` in a throttle slot until it succeeds, fails for good, or attempts run out.
+
+    Returns the result and the number of attempts made; on giving up, the last exception is
+    raised with an `attempts` attribute.
+    """
+    attempts = 0
+
+    def before_sleep(state: RetryCallState) -> None:
+        stats.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited) or getattr(exc, "http_status", None) == 503:
+            stats.throttled += 1
+            throttle.on_pushback()
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                throttle.pause(retry_after)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(max(1, policy.max_attempts)),
+        wait=_Wait(policy),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                attempts += 1
+                if on_attempt is not None:
+                    on_attempt(attempts)
+                async with throttle.slot():
+                    result = await fn()
+                throttle.on_success()
+                return result, attempts
+    except BaseException as exc:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        raise
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

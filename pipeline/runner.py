@@ -1,0 +1,502 @@
+"""The run: resolve rows, decide keys, send mutations, record everything, stop cleanly.
+
+Three stages, all inside one event loop:
+
+1. the dispatcher reads the sheet batch by batch, registers it in the checkpoint and starts a
+   resolution task per row that still needs work (a bounded number at a time);
+2. the sequencer takes rows back *in sheet order*, decides each event's idempotency key and
+   whether anything needs sending, and commits those intents before anything is sent;
+3. mutation tasks send under the throttle; two rows touching one event are chained, so they
+   are applied in sheet order and never concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from pipeline.checkpoint import Checkpoint, Intent, RowState
+from pipeline.client import UsermavenClient
+from pipeline.errors import (
+    AuthError,
+    ConflictError,
+    FatalApiError,
+    NotFoundError,
+    RejectedError,
+    RetryAfterTooLong,
+    TransientError,
+)
+from pipeline.keys import idempotency_key, per_event_key
+from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
+from pipeline.resolve import LookupCache, Resolution, Resolver
+from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
+from pipeline.throttle import Throttle
+from pipeline.timeutil import format_api, month_window, parse_timestamp, utcnow
+
+log = logging.getLogger("corrections")
+
+#: Intent states a run (re)sends; everything else is final.
+_RESEND = frozenset({Status.PENDING, Status.FAILED})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    concurrency: int = 8
+    rate: float | None = None
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_wait: float = 300.0
+    on_multiple: str = "fail"
+    key_namespace: str = ""
+    retry_unresolved: bool = False
+    key_ttl: float = 24 * 3600.0
+    shutdown_grace: float = 10.0
+    timeout: float = 30.0
+    plan_only: bool = False
+
+
+@dataclass
+class RunTotals:
+    rows_new: int = 0
+    rows_done: int = 0
+    rows_invalid: int = 0
+    rows_duplicate: int = 0
+    rows_worked: int = 0
+    mutations_sent: int = 0
+    reconciled: int = 0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: int
+    elapsed: float
+    requests: int
+    lookups: int
+    mutations: int
+    retries: int
+    throttled: int
+    totals: RunTotals
+    stop_reason: str | None = None
+    fatal: str | None = None
+
+
+@dataclass
+class _Target:
+    """One event a row will touch, with what we know of its attributes before."""
+
+    event_id: str
+    timestamp: datetime
+    before: Mapping[str, Any] | None
+
+
+@dataclass
+class _RowJob:
+    correction: Correction
+    state: RowState | None
+    prepared: asyncio.Task[tuple[Resolution, list[_Target], list[Intent]]]
+    outcomes: dict[str, Status] = field(default_factory=dict)
+    pending: int = 0
+    final_error: str | None = None
+
+
+def holds(before: Mapping[str, Any], attrs: Mapping[str, Any], merge_mode: str) -> bool:
+    """True when the event already carries exactly what the row asks for."""
+    if merge_mode == "replace":
+        return dict(before) == dict(attrs)
+    return all(k in before and before[k] == v and type(before[k]) is type(v)
+               for k, v in attrs.items())
+
+
+def after_state(before: Mapping[str, Any] | None, attrs: Mapping[str, Any],
+                merge_mode: str) -> dict[str, Any] | None:
+    if merge_mode == "replace":
+        return dict(attrs)
+    if before is None:
+        return None
+    return {**before, **attrs}
+
+
+def row_status(outcomes: Iterable[Status]) -> Status:
+    """A row's status from its events': the worst one wins."""
+    found = set(outcomes)
+    for s in (Status.PENDING, Status.FAILED, Status.CONFLICT, Status.REJECTED,
+              Status.NOT_FOUND, Status.AMBIGUOUS):
+        if s in found:
+            return s
+    if Status.APPLIED in found:
+        return Status.APPLIED
+    if Status.PLANNED in found:
+        return Status.PLANNED
+    if found and found <= {Status.UNCHANGED}:
+        return Status.UNCHANGED
+    if Status.DUPLICATE in found:
+        return Status.DUPLICATE
+    return Status.UNCHANGED if not found else next(iter(found))
+
+
+class Runner:
+    """One run over one sheet. Import it and call `run` from a notebook if you like."""
+
+    def __init__(self, checkpoint: Checkpoint, client: UsermavenClient, options: RunOptions,
+                 *, run_id: str, generation: int,
+                 on_row: Callable[[int, Status, str | None], None] | None = None) -> None:
+        self.cp = checkpoint
+        self.client = client
+        self.opts = options
+        self.run_id = run_id
+        self.generation = generation
+        self.on_row = on_row
+        self.throttle = Throttle(options.concurrency, options.rate, options.max_wait)
+        self.policy = RetryPolicy(options.max_attempts, options.backoff_base, options.backoff_max)
+        self.stats = RetryStats()
+        self.cache = LookupCache(self._lookup_once)
+        self.resolver = Resolver(self.cache, options.on_multiple)
+        self.totals = RunTotals()
+        self.stop_reason: str | None = None
+        self.fatal: BaseException | None = None
+        self._signal: int | None = None
+        self._stop = asyncio.Event()
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        self._states: dict[str, dict[str, Any] | None] = {}
+        self._keys_this_run: dict[str, tuple[str, str, int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- control ------------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, reason: str | None = None) -> None:
+        """Stop starting work; what is in flight may finish (bounded by shutdown_grace)."""
+        if self._signal is None and signum is not None:
+            self._signal = signum
+        if self.stop_reason is None:
+            self.stop_reason = reason or (
+                f"received {signal.Signals(signum).name}" if signum else "stopped")
+            log.warning("stopping: %s; letting requests in flight finish", self.stop_reason)
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _fatal(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        self.request_stop(reason=str(exc))
+
+    # -- the run ------------------------------------------------------------------------
+
+    async def run(self, batches: Iterable[list[Correction | RowProblem]]) -> RunResult:
+        started = time.monotonic()
+        window = asyncio.Semaphore(max(64, self.opts.concurrency * 16))
+        queue: asyncio.Queue[_RowJob | None] = asyncio.Queue()
+        sequencer = asyncio.create_task(self._sequence(queue, window))
+        seen: set[str] = set()
+        first: dict[str, int] = {}
+        try:
+            for batch in batches:
+                if self.stopping:
+                    break
+                reg = self.cp.register(batch, self.generation, self.run_id,
+                                       retry_unresolved=self.opts.retry_unresolved,
+                                       seen=seen, first_number=first)
+                self.totals.rows_new += reg.new
+                self.totals.rows_done += reg.done
+                self.totals.rows_invalid += reg.invalid
+                self.totals.rows_duplicate += reg.duplicate
+                if self.on_row is not None:
+                    for item in batch:
+                        if isinstance(item, RowProblem):
+                            self.on_row(item.row_number, Status.INVALID, str(item))
+                for correction, state in reg.todo:
+                    if self.stopping:
+                        break
+                    await window.acquire()
+                    if self.stopping:
+                        window.release()
+                        break
+                    task = asyncio.create_task(self._prepare(correction, state))
+                    await queue.put(_RowJob(correction, state, task))
+                    self.totals.rows_worked += 1
+                # let the loop breathe between batches even when every row was skipped
+                await asyncio.sleep(0)
+        finally:
+            await queue.put(None)
+            await self._drain(sequencer)
+        return self._result(started)
+
+    async def _drain(self, sequencer: asyncio.Task[None]) -> None:
+        """Wait for all work in flight; once a stop is asked, only `shutdown_grace` more."""
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            while not self.stopping:
+                busy = {t for t in (sequencer, *self._tasks) if not t.done()}
+                if not busy:
+                    break
+                await asyncio.wait(busy | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        busy = {t for t in (sequencer, *self._tasks) if not t.done()}
+        if busy:
+            await asyncio.wait(busy, timeout=self.opts.shutdown_grace)
+        leftovers = [t for t in (sequencer, *self._tasks) if not t.done()]
+        for t in leftovers:
+            t.cancel()
+        if leftovers:
+            await asyncio.gather(*leftovers, return_exceptions=True)
+        if sequencer.done() and not sequencer.cancelled() and sequencer.exception():
+            raise sequencer.exception()  # type: ignore[misc]
+
+    def _result(self, started: float) -> RunResult:
+        return RunResult(
+            run_id=self.run_id, exit_code=0, elapsed=time.monotonic() - started,
+            requests=self.client.requests, lookups=self.cache.requests,
+            mutations=self.totals.mutations_sent, retries=self.stats.retries,
+            throttled=self.stats.throttled, totals=self.totals, stop_reason=self.stop_reason,
+            fatal=str(self.fatal) if self.fatal else None,
+        )
+
+    @property
+    def signal_number(self) -> int | None:
+        return self._signal
+
+    # -- stage 1: resolution --------------------------------------------------------------
+
+    async def _lookup_once(self, event_type: str, key: str, value: str,
+                           window: Window) -> tuple[list[FoundEvent], int]:
+        result, _ = await call_with_retry(
+            lambda: self.client.lookup(event_type, key, value, window),
+            throttle=self.throttle, policy=self.policy, stats=self.stats,
+        )
+        return result
+
+    async def _prepare(self, c: Correction,
+                       state: RowState | None) -> tuple[Resolution, list[_Target], list[Intent]]:
+        """Find the row's events, or pick up the intents an earlier run committed."""
+        if state and state.intents:
+            intents = [
+                await self._reconcile_if_stale(c, i) if i.status in _RESEND else i
+                for i in state.intents
+            ]
+            return Resolution(Status.PENDING), [], intents
+        if c.event_id is not None:
+            assert c.timestamp is not None
+            return Resolution(Status.PENDING), [_Target(c.event_id, c.timestamp, None)], []
+        resolution = await self.resolver.resolve(c)
+        targets = [_Target(e.event_id, e.timestamp, e.attributes) for e in resolution.events]
+        return resolution, targets, []
+
+    async def _reconcile_if_stale(self, c: Correction, intent: Intent) -> Intent:
+        """An unanswered intent older than --key-ttl: the API may have forgotten its key.
+
+        If the event already holds the values, record it applied (without a mutation_id)
+        instead of resending; otherwise resend under the same key.
+        """
+        if not intent.intent_at or c.event_id is not None or c.lookup_key is None:
+            return intent
+        age = utcnow() - parse_timestamp(intent.intent_at)
+        if age < timedelta(seconds=self.opts.key_ttl):
+            return intent
+        assert c.event_type is not None and c.lookup_value is not None
+        window = Window(*month_window(parse_timestamp(intent.timestamp)))
+        found, _ = await self.cache.get(c.event_type, c.lookup_key, c.lookup_value, window)
+        for e in found:
+            if e.event_id == intent.event_id and holds(e.attributes, intent.attributes_after,
+                                                       intent.merge_mode):
+                self.cp.record_outcome(
+                    intent.row_key, intent.event_id, Status.APPLIED, run_id=self.run_id,
+                    attempts=intent.attempts, mutation_id="",
+                    note="reconciled: the event already held the values after the key's "
+                         "lifetime passed; not resent",
+                )
+                self.totals.reconciled += 1
+                return replace(intent, status=Status.APPLIED)
+        self.cp.refresh_intent_time(intent.row_key, intent.event_id)
+        return intent
+
+    # -- stage 2: the sequencer ---------------------------------------------------------
+
+    async def _sequence(self, queue: asyncio.Queue[_RowJob | None],
+                        window: asyncio.Semaphore) -> None:
+        while (job := await queue.get()) is not None:
+            try:
+                await self._sequence_row(job, window)
+            except Exception:
+                window.release()
+                raise
+
+    async def _sequence_row(self, job: _RowJob, window: asyncio.Semaphore) -> None:
+        c = job.correction
+        try:
+            resolution, targets, existing = await job.prepared
+        except asyncio.CancelledError:
+            window.release()
+            raise
+        except (AuthError, FatalApiError) as exc:
+            self._fatal(exc)
+            window.release()
+            return
+        except RetryAfterTooLong as exc:
+            self.request_stop(reason=str(exc))
+            window.release()
+            return
+        except NotFoundError as exc:
+            self._finish_row(job, Status.NOT_FOUND, f"lookup: {exc}", window)
+            return
+        except RejectedError as exc:
+            self._finish_row(job, Status.REJECTED, f"lookup refused: {exc}", window)
+            return
+        except (TransientError, ConflictError) as exc:
+            self._finish_row(job, Status.FAILED, f"lookup failed: {exc}", window)
+            return
+        if resolution.status is not Status.PENDING:
+            self._finish_row(job, resolution.status, resolution.error, window)
+            return
+        if existing:
+            intents = existing
+        else:
+            intents = self._decide(c, targets)
+            self.cp.record_intents(intents, self.run_id)
+        to_send = [i for i in intents if i.status in _RESEND]
+        for i in intents:
+            if i.status not in _RESEND:
+                job.outcomes[i.event_id] = i.status
+        if not to_send or self.opts.plan_only or self.stopping:
+            for i in to_send:
+                job.outcomes[i.event_id] = Status.PENDING
+            self._finish_row(job, row_status(job.outcomes.values()), None, window)
+            return
+        job.pending = len(to_send)
+        for intent in to_send:
+            prev = self._chains.get(intent.event_id)
+            task = asyncio.create_task(self._send(job, intent, prev, window))
+            self._chains[intent.event_id] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._forget(intent.event_id))
+
+    def _forget(self, event_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if self._chains.get(event_id) is task:
+                del self._chains[event_id]
+        return done
+
+    def _decide(self, c: Correction, targets: list[_Target]) -> list[Intent]:
+        """Keys and no-op checks, in sheet order, so later rows see earlier rows' changes."""
+        intents: list[Intent] = []
+        attrs = dict(c.attributes)
+        for seq, t in enumerate(targets):
+            key = self._key_for(c, t.event_id, len(targets))
+            before = self._states.get(t.event_id, t.before)
+            status = Status.PLANNED if self.opts.plan_only else Status.PENDING
+            note = None
+            if before is not None and holds(before, attrs, c.merge_mode):
+                status = Status.UNCHANGED
+            elif (owner := self._key_owner(key, c.row_key, t.event_id)) is not None:
+                status, note = Status.DUPLICATE, owner
+            self._states[t.event_id] = after_state(before, attrs, c.merge_mode)
+            self._keys_this_run.setdefault(key, (c.row_key, t.event_id, c.row_number))
+            intents.append(Intent(
+                row_key=c.row_key, event_id=t.event_id, idempotency_key=key,
+                timestamp=format_api(t.timestamp), merge_mode=c.merge_mode,
+                attributes_after=attrs, attributes_before=t.before, status=status, seq=seq,
+            ))
+            if note:
+                log.debug("row %s: %s", c.row_number, note)
+        return intents
+
+    def _key_for(self, c: Correction, event_id: str, n_events: int) -> str:
+        if c.idempotency_key is None:
+            return idempotency_key(self.opts.key_namespace, event_id, c.attributes, c.merge_mode)
+        key = c.idempotency_key
+        if n_events > 1:
+            return per_event_key(key, event_id)
+        owner = self._keys_this_run.get(key)
+        if owner is None:
+            found = self.cp.key_owner(key)
+            owner = (found[0], found[1], 0) if found else None
+        if owner is not None and owner[1] != event_id:
+            return per_event_key(key, event_id)
+        return key
+
+    def _key_owner(self, key: str, row_key: str, event_id: str) -> str | None:
+        """If another row already sends this exact change to this event, say which."""
+        owner = self._keys_this_run.get(key)
+        if owner is not None and owner[0] != row_key and owner[1] == event_id:
+            return f"same change as row {owner[2]}"
+        if owner is None:
+            found = self.cp.key_owner(key)
+            if found is not None and found[0] != row_key and found[1] == event_id:
+                return "same change as an earlier row"
+        return None
+
+    def _finish_row(self, job: _RowJob, status: Status, error: str | None,
+                    window: asyncio.Semaphore) -> None:
+        self.cp.set_row_status(job.correction.row_key, status, self.run_id, error)
+        window.release()
+        if self.on_row is not None:
+            self.on_row(job.correction.row_number, status, error)
+
+    # -- stage 3: sending ---------------------------------------------------------------
+
+    async def _send(self, job: _RowJob, intent: Intent, prev: asyncio.Task[None] | None,
+                    window: asyncio.Semaphore) -> None:
+        if prev is not None:
+            await asyncio.wait({prev})
+        status, kw = await self._mutate(intent)
+        job.outcomes[intent.event_id] = status
+        if status is not Status.PENDING or kw.get("attempts", 0) > intent.attempts:
+            self.cp.record_outcome(intent.row_key, intent.event_id, status, run_id=self.run_id,
+                                   **kw)
+        job.pending -= 1
+        if job.pending == 0:
+            errors = [kw.get("error")] if kw.get("error") else []
+            self._finish_row(job, row_status(job.outcomes.values()),
+                             errors[0] if errors else None, window)
+
+    async def _mutate(self, intent: Intent) -> tuple[Status, dict[str, Any]]:
+        if self.stopping:
+            return Status.PENDING, {"attempts": intent.attempts}
+        timestamp = parse_timestamp(intent.timestamp)
+        tries = 0
+
+        def count(n: int) -> None:
+            nonlocal tries
+            tries = n
+            if n == 1:
+                self.totals.mutations_sent += 1
+
+        try:
+            result, _ = await call_with_retry(
+                lambda: self.client.mutate(intent.event_id, timestamp, intent.attributes_after,
+                                           intent.merge_mode, intent.idempotency_key),
+                throttle=self.throttle, policy=self.policy, stats=self.stats, on_attempt=count,
+            )
+        except NotFoundError as exc:
+            return Status.NOT_FOUND, self._kw(intent, tries, exc)
+        except ConflictError as exc:
+            return Status.CONFLICT, self._kw(intent, tries, exc)
+        except RejectedError as exc:
+            return Status.REJECTED, self._kw(intent, tries, exc)
+        except (AuthError, FatalApiError) as exc:
+            self._fatal(exc)
+            return Status.PENDING, {"attempts": intent.attempts + tries}
+        except RetryAfterTooLong as exc:
+            self.request_stop(reason=str(exc))
+            return Status.PENDING, {"attempts": intent.attempts + tries}
+        except TransientError as exc:
+            return Status.FAILED, self._kw(intent, tries, exc)
+        return Status.APPLIED, {"attempts": intent.attempts + tries,
+                                "mutation_id": result.mutation_id,
+                                "http_status": result.http_status}
+
+    @staticmethod
+    def _kw(intent: Intent, tries: int, exc: Any) -> dict[str, Any]:
+        return {"attempts": intent.attempts + tries, "http_status": exc.http_status,
+                "error": str(exc)}

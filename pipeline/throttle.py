@@ -1,0 +1,81 @@
+"""Politeness: every request passes one gate that pauses, paces and adapts.
+
+- a shared pause: a `Retry-After` seen by one worker holds back all of them;
+- a request-rate ceiling (`--rate`, via aiolimiter);
+- adaptive concurrency: halved when the API pushes back (429/503), regrown by one slot per
+  window of successes, never above `--concurrency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiolimiter import AsyncLimiter
+
+from pipeline.errors import RetryAfterTooLong
+
+
+class Throttle:
+    def __init__(self, concurrency: int, rate: float | None = None,
+                 max_wait: float = 300.0) -> None:
+        self.max_limit = max(1, concurrency)
+        self.limit = float(self.max_limit)
+        self.max_wait = max_wait
+        self._in_flight = 0
+        self._cond = asyncio.Condition()
+        self._resume_at = 0.0
+        self._rate = AsyncLimiter(rate, 1.0) if rate else None
+        self.pauses = 0
+        self.cuts = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def pause(self, seconds: float) -> None:
+        """Hold every worker back for `seconds` (never shortening a pause already running)."""
+        if seconds > self.max_wait:
+            raise RetryAfterTooLong(
+                f"the API asked to wait {seconds:.0f} s, more than --max-wait "
+                f"{self.max_wait:.0f} s; stopping cleanly, rows stay pending for the next run"
+            )
+        resume_at = time.monotonic() + seconds
+        if resume_at > self._resume_at:
+            self._resume_at = resume_at
+            self.pauses += 1
+
+    async def _wait_for_pause(self) -> None:
+        while (delay := self._resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One request's turn: after any pause, within the rate and the current limit."""
+        await self._wait_for_pause()
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+            self._in_flight += 1
+        try:
+            if self._rate is not None:
+                await self._rate.acquire()
+            await self._wait_for_pause()
+            yield
+        finally:
+            async with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    def on_success(self) -> None:
+        if self.limit < self.max_limit:
+            # additive increase: about one slot per `limit` successes
+            self.limit = min(float(self.max_limit), self.limit + 1.0 / self.limit)
+
+    def on_pushback(self) -> None:
+        """Multiplicative decrease when the API says it is overloaded."""
+        new = max(1.0, self.limit / 2)
+        if new < self.limit:
+            self.cuts += 1
+        self.limit = new
