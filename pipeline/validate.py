@@ -58,8 +58,12 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 _EXAMPLE_TIME = "2026-03-10T14:30:00Z"
 _EXAMPLE_JSON = '{"final_price": "149.99"}'
 _SET_COLUMNS = "set.*"
-_TS_CACHE: dict[tuple[str, bool], datetime | str] = {}
+_TS_CACHE: dict[tuple[str, bool], tuple[datetime, str] | str] = {}
 _TS_CACHE_MAX = 65536
+_MONTH_CACHE: dict[tuple[int, int], tuple[Window, tuple[str, str]]] = {}
+_MERGE_CELLS = {"merge": "merge", "replace": "replace"}
+_BIG = MAX_ATTRIBUTES_BYTES  # forces the exact size check
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class _Invalid(Exception):
@@ -73,9 +77,16 @@ class _Invalid(Exception):
 class _Prepared:
     event_type: str | None
     match: str | None
-    from_: datetime | None
-    to: datetime | None
+    from_: tuple[datetime, str] | None
+    to: tuple[datetime, str] | None
     merge_mode: str
+
+
+def _default_time(value: datetime | None) -> tuple[datetime, str] | None:
+    if value is None:
+        return None
+    dt = parse_timestamp(value)
+    return dt, _iso(dt)
 
 
 @lru_cache(maxsize=32)
@@ -83,8 +94,8 @@ def _prepare(defaults: SheetDefaults) -> _Prepared:
     return _Prepared(
         event_type=(defaults.event_type or "").strip() or None,
         match=defaults.match or None,
-        from_=parse_timestamp(defaults.from_) if defaults.from_ is not None else None,
-        to=parse_timestamp(defaults.to) if defaults.to is not None else None,
+        from_=_default_time(defaults.from_),
+        to=_default_time(defaults.to),
         merge_mode=(defaults.merge_mode or "merge").strip().lower(),
     )
 
@@ -141,7 +152,9 @@ def _validate(raw: RawRow, p: _Prepared) -> Correction | RowProblem:
 def _correction(raw: RawRow, p: _Prepared) -> Correction:
     cells = raw.cells
     get = cells.get
-    event_id = _structural(get("event_id"))
+    event_id = get("event_id")
+    if event_id is not None:
+        event_id = _structural(event_id)
     if event_id is not None:
         eid = _uuid(event_id)
         ts = _cell_time(get("timestamp"), "timestamp")
@@ -150,16 +163,19 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
         if ts is None:
             raise _Invalid("timestamp", "a row with event_id needs a timestamp: a time in the "
                            f"event's calendar month, e.g. {_EXAMPLE_TIME} (the API requires it)")
-        event_type = _structural(get("event_type"))
+        event_type = get("event_type")
         if event_type is not None:
-            _check_event_type(event_type, "event_type")
-        attrs, attrs_column = _attributes(cells)
+            event_type = _structural(event_type)
+            if event_type is not None:
+                _check_event_type(event_type, "event_type")
+        attrs = _attributes(cells)
         merge_mode = _merge_mode(get("merge_mode"), p)
-        key = _idempotency_key(get("idempotency_key"))
-        _check_size(attrs, attrs_column)
+        key = get("idempotency_key")
+        if key is not None:
+            key = _idempotency_key(key)
         content = {
             "event_id": eid,
-            "timestamp": _iso(ts),
+            "timestamp": ts[1],
             "event_type": event_type,
             "lookup_key": None,
             "lookup_value": None,
@@ -170,11 +186,13 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
         }
         return Correction(
             row_number=raw.row_number, row_key=row_key(content), attributes=attrs,
-            merge_mode=merge_mode, event_type=event_type, event_id=eid, timestamp=ts,
+            merge_mode=merge_mode, event_type=event_type, event_id=eid, timestamp=ts[0],
             idempotency_key=key,
         )
 
-    event_type = _structural(get("event_type"))
+    event_type = get("event_type")
+    if event_type is not None:
+        event_type = _structural(event_type)
     type_column: str | None = "event_type"
     if event_type is None:
         event_type, type_column = p.event_type, None
@@ -184,18 +202,19 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
                        "event up by")
     _check_event_type(event_type, type_column)
     lookup_key, lookup_value = _lookup(cells, p)
-    window = _window(cells, p)
-    attrs, attrs_column = _attributes(cells)
+    window, window_iso = _window(cells, p)
+    attrs = _attributes(cells)
     merge_mode = _merge_mode(get("merge_mode"), p)
-    key = _idempotency_key(get("idempotency_key"))
-    _check_size(attrs, attrs_column)
+    key = get("idempotency_key")
+    if key is not None:
+        key = _idempotency_key(key)
     content = {
         "event_id": None,
         "timestamp": None,
         "event_type": event_type,
         "lookup_key": lookup_key,
         "lookup_value": lookup_value,
-        "window": [_iso(window.start), _iso(window.end)],
+        "window": window_iso,
         "attributes": attrs,
         "merge_mode": merge_mode,
         "idempotency_key": key,
@@ -246,12 +265,13 @@ def _uuid(text: str) -> str:
                        "550e8400-e29b-41d4-a716-446655440000") from None
 
 
-def _time(text: str, column: str, *, end_of_day: bool = False) -> datetime:
-    """Parse timestamp text, remembering recent answers (sheets repeat their times a lot)."""
+def _time(text: str, column: str, *, end_of_day: bool = False) -> tuple[datetime, str]:
+    """Parse timestamp text to (UTC datetime, ISO text), remembering recent answers."""
     cached = _TS_CACHE.get((text, end_of_day))
     if cached is None:
         try:
-            cached = parse_timestamp(text, end_of_day=end_of_day)
+            dt = parse_timestamp(text, end_of_day=end_of_day)
+            cached = (dt, _iso(dt))
         except (TimestampError, ValueError, OverflowError):
             cached = (f"{_show(text)} is not an ISO 8601 time; write e.g. {_EXAMPLE_TIME} "
                       "or 2026-03-10 (no zone means UTC)")
@@ -263,19 +283,22 @@ def _time(text: str, column: str, *, end_of_day: bool = False) -> datetime:
     return cached
 
 
-def _cell_time(value: Any, column: str, *, end_of_day: bool = False) -> datetime | None:
-    """A timestamp cell: Parquet datetimes used as they are, text parsed (cached)."""
+def _cell_time(
+    value: Any, column: str, *, end_of_day: bool = False
+) -> tuple[datetime, str] | None:
+    """A timestamp cell as (UTC datetime, ISO text): Parquet datetimes as they are, text parsed."""
     if value is None:
         return None
+    if isinstance(value, str):
+        text = value.strip()
+        return _time(text, column, end_of_day=end_of_day) if text else None
     if isinstance(value, datetime | date):
         try:
-            return parse_timestamp(value, end_of_day=end_of_day)
+            dt = parse_timestamp(value, end_of_day=end_of_day)
         except (TimestampError, ValueError, OverflowError):
             raise _Invalid(column, f"{value!r} is out of range; give a real time") from None
-    text = _structural(value)
-    if text is None:
-        return None
-    return _time(text, column, end_of_day=end_of_day)
+        return dt, _iso(dt)
+    raise _Invalid(column, f"{_show(value)} is not a time; write e.g. {_EXAMPLE_TIME}")
 
 
 def _iso(dt: datetime) -> str:
@@ -311,11 +334,20 @@ def _lookup(cells: Mapping[str, Any], p: _Prepared) -> tuple[str, str]:
                    "lookup_key + lookup_value, or pass --match <column>")
 
 
-def _window(cells: Mapping[str, Any], p: _Prepared) -> Window:
+def _month(dt: datetime) -> tuple[Window, tuple[str, str]]:
+    key = (dt.year, dt.month)
+    cached = _MONTH_CACHE.get(key)
+    if cached is None:
+        start, end = month_window(dt)
+        cached = _MONTH_CACHE[key] = (Window(start, end), (_iso(start), _iso(end)))
+    return cached
+
+
+def _window(cells: Mapping[str, Any], p: _Prepared) -> tuple[Window, tuple[str, str]]:
     start = _cell_time(cells.get("from_timestamp"), "from_timestamp")
     end = _cell_time(cells.get("to_timestamp"), "to_timestamp", end_of_day=True)
     event_time = _cell_time(cells.get("event_time"), "event_time")
-    column = "from_timestamp"
+    column: str | None = "from_timestamp"
     if start is not None or end is not None:
         if start is None:
             start = p.from_
@@ -329,7 +361,7 @@ def _window(cells: Mapping[str, Any], p: _Prepared) -> Window:
                                "not: give to_timestamp (or --to)")
     elif event_time is not None:
         try:
-            start, end = month_window(event_time)
+            return _month(event_time[0])
         except (ValueError, OverflowError):
             raise _Invalid("event_time", "the month of event_time is out of range; give a "
                            "real time") from None
@@ -339,11 +371,11 @@ def _window(cells: Mapping[str, Any], p: _Prepared) -> Window:
     else:
         raise _Invalid("from_timestamp", "no lookup window: give from_timestamp/to_timestamp, "
                        "event_time or --from/--to")
-    if start > end:
+    if start[0] > end[0]:
         where = "" if column else " (--from/--to)"
-        raise _Invalid(column, f"the window starts after it ends{where}: from {_iso(start)} > "
-                       f"to {_iso(end)}; swap or fix the times")
-    return Window(start, end)
+        raise _Invalid(column, f"the window starts after it ends{where}: from {start[1]} > "
+                       f"to {end[1]}; swap or fix the times")
+    return Window(start[0], end[0]), (start[1], end[1])
 
 
 def _reject_constant(name: str) -> Any:
@@ -351,10 +383,26 @@ def _reject_constant(name: str) -> Any:
                    "string or null")
 
 
-def _attributes(cells: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def _attributes(cells: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes to write, checked (JSON-safe, at most 10 KB as sent)."""
     attrs: dict[str, Any] = {}
     column = _SET_COLUMNS
     given = cells.get("event_attributes")
+    if given is None:  # the common case: set.* text cells only
+        chars = 0
+        for col, value in cells.items():
+            if col[:4] == SET_PREFIX:
+                if type(value) is str:
+                    chars += len(col) + len(value)
+                else:
+                    value = _attribute_value(value, col)
+                    chars += _BIG
+                attrs[col[4:]] = value
+        if attrs:
+            # every character costs at most 6 bytes (\u00XX), plus quotes, colon and comma
+            if 6 * chars + 6 * len(attrs) + 2 > MAX_ATTRIBUTES_BYTES:
+                _check_size(attrs, column)
+            return attrs
     if isinstance(given, str) and not given.strip():
         given = None
     if given is not None:
@@ -387,7 +435,8 @@ def _attributes(cells: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     if not attrs:
         raise _Invalid(column, "nothing to set: fill at least one set.<attribute> cell or give "
                        f"event_attributes as a non-empty JSON object like {_EXAMPLE_JSON}")
-    return attrs, column
+    _check_size(attrs, column)
+    return attrs
 
 
 def _attribute_value(value: Any, column: str) -> Any:
@@ -411,7 +460,7 @@ def _attribute_value(value: Any, column: str) -> Any:
 
 def _check_size(attrs: dict[str, Any], column: str) -> None:
     try:
-        body = json.dumps(attrs, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        body = _COMPACT(attrs)
     except ValueError:
         raise _Invalid(column, "NaN or Infinity is not a valid JSON value; give a finite "
                        "number or null") from None
@@ -429,6 +478,14 @@ def _check_size(attrs: dict[str, Any], column: str) -> None:
 
 
 def _merge_mode(value: Any, p: _Prepared) -> str:
+    if value is None:
+        mode = p.merge_mode
+        if mode in _MERGE_CELLS:
+            return mode
+    else:
+        mode = _MERGE_CELLS.get(value)
+        if mode is not None:
+            return mode
     text = _structural(value)
     if text is None:
         if p.merge_mode not in MERGE_MODES:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -725,6 +727,14 @@ def test_sample_data_has_the_documented_special_cases() -> None:
     assert len(events) >= 200
     assert sum(e.attributes.get("campaign") == "black-friday" for e in events) == 14
     assert sum(e.is_deleted for e in events) == 1
+
+
+def test_sample_data_is_regenerated_byte_for_byte(tmp_path: Path) -> None:
+    """make_events.py is deterministic: it reproduces the committed files exactly."""
+    subprocess.run([sys.executable, str(SAMPLE / "make_events.py"), str(tmp_path)],
+                   check=True, capture_output=True)
+    for name in ("events.csv", "used_keys.csv"):
+        assert (tmp_path / name).read_bytes() == (SAMPLE / name).read_bytes()
 
 
 def test_subprocess_prints_its_url_and_stops_on_sigterm() -> None:

@@ -78,7 +78,8 @@ def sandbox_command(host: str, port: int, events_path: Path, used_keys_path: Pat
     """
     if not _is_loopback(host):
         raise click.BadParameter(f"{host!r} is not a loopback address", param_hint="--host")
-    if used_keys_path is None and DEFAULT_USED_KEYS.exists() and events_path == DEFAULT_EVENTS:
+    serving_sample = events_path.resolve() == DEFAULT_EVENTS
+    if used_keys_path is None and serving_sample and DEFAULT_USED_KEYS.exists():
         used_keys_path = DEFAULT_USED_KEYS
     try:
         plan = FaultPlan(seed=seed, latency_ms=latency_ms, latency_jitter_ms=latency_jitter_ms,
@@ -92,4 +93,7 @@ def sandbox_command(host: str, port: int, events_path: Path, used_keys_path: Pat
                                       propagation_delay=propagation_delay)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot load events: {exc}") from None
-    run_forever(host, port, store, plan, {SANDBOX_TOKEN, *tokens})
+    try:
+        run_forever(host, port, store, plan, {SANDBOX_TOKEN, *tokens})
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None

@@ -89,6 +89,7 @@ class FaultInjector:
     def __init__(self, plan: FaultPlan | None = None) -> None:
         self.plan = plan or FaultPlan()
         self._lock = threading.Lock()
+        # (endpoint, body digest) -> sightings; 16 digest bytes keep a long run's memory small.
         self._seen: Counter[tuple[str, bytes]] = Counter()
         self.counts: Counter[str] = Counter()
 
@@ -98,9 +99,10 @@ class FaultInjector:
         if not plan.active:
             return Decision(None, 0.0)
         body_sha = hashlib.sha256(body).digest()
+        seen_key = (endpoint, body_sha[:16])
         with self._lock:
-            nth = self._seen[(endpoint, body_sha)]
-            self._seen[(endpoint, body_sha)] = nth + 1
+            nth = self._seen[seen_key]
+            self._seen[seen_key] = nth + 1
         h = hashlib.sha256(
             b"%d|%s|%s|%d" % (plan.seed, endpoint.encode(), body_sha.hex().encode(), nth)
         ).digest()
