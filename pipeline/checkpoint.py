@@ -384,6 +384,19 @@ class Checkpoint:
              row_key, event_id),
         )
 
+    def record_note(self, row_key: str, event_id: str, note: str) -> None:
+        self.db.execute("UPDATE mutations SET note = ? WHERE row_key = ? AND event_id = ?",
+                        (note, row_key, event_id))
+
+    def record_outcome_status(self, row_key: str, event_id: str, status: Status, run_id: str,
+                              note: str) -> None:
+        """Verification's verdict on an applied mutation; keeps its mutation_id."""
+        self.db.execute(
+            "UPDATE mutations SET status = ?, note = ?, run_id = COALESCE(?, run_id) "
+            "WHERE row_key = ? AND event_id = ?",
+            (status.value, note, run_id or None, row_key, event_id),
+        )
+
     def refresh_intent_time(self, row_key: str, event_id: str) -> None:
         self.db.execute(
             "UPDATE mutations SET intent_at = ? WHERE row_key = ? AND event_id = ?",

@@ -246,7 +246,9 @@ def status(checkpoint: Path, as_json: bool) -> None:
     click.echo("rows by status:")
     for name, n in sorted(info["counts"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  {name:<10} {n:>8}")
-    click.echo(f"left to do: {info['left']} row(s) not in a success state")
+    click.echo(f"not done:   {info['left']} row(s) not in a success state; a rerun retries "
+               f"{info['retryable']} (pending/failed), and {info['unresolved']} more with "
+               "--retry-unresolved")
 
 
 @main.command()
@@ -266,3 +268,45 @@ def report(checkpoint: Path, out: Path) -> None:
 
 
 main.add_command(sandbox_command, "sandbox")
+
+
+@main.command("verify")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--wait", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds to keep looking while mutations propagate.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Rewrite this report with the verdicts (default: none).")
+@click.option("--api-url", envvar="USERMAVEN_API_URL", default="https://api.usermaven.com",
+              show_default=True, help="API base URL (env USERMAVEN_API_URL).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding API_KEY.SERVER_TOKEN (else env USERMAVEN_TOKEN).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True)
+@config_option
+def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: str,
+                   token_file: Path | None, concurrency: int, timeout: float) -> None:
+    """Look applied events up again and confirm the new values are visible.
+
+    Records `verified` or `mismatch` per event in the checkpoint (see `corrections report`);
+    events not visible within --wait stay `applied` with a note. Exit 0 when every
+    checkable event is verified, 1 otherwise.
+
+    \b
+    Example:
+      corrections verify --checkpoint fixes.checkpoint.sqlite --wait 60
+    """
+    from pipeline.client import check_api_url
+    from pipeline.verify import verify
+
+    token = check_token(read_token(token_file, lambda m: click.echo(
+        f"corrections: warning: {m}", err=True)))
+    out = verify(checkpoint, check_api_url(api_url), token, wait=wait,
+                 concurrency=concurrency, timeout=timeout)
+    for line in out.details[:50]:
+        click.echo(f"  {line}")
+    click.echo(f"verified {out.verified} · mismatch {out.mismatch} · not visible {out.pending} · "
+               f"cannot verify {out.unverifiable} · {out.requests} lookups")
+    if report is not None:
+        n = reemit_report(checkpoint, report)
+        click.echo(f"report: {report} ({n} lines)")
+    sys.exit(out.exit_code)

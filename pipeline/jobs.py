@@ -24,7 +24,7 @@ from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, check_api_url, make_http_client
 from pipeline.errors import SheetError
 from pipeline.lock import RunLock
-from pipeline.model import SUCCESS, Correction, RowProblem, SheetDefaults, Status
+from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.report import report_format, write_report
 from pipeline.runner import Runner, RunOptions, RunResult
 from pipeline.sheet import fingerprint
@@ -251,6 +251,9 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
             "counts": counts,
             "events": cp.mutation_counts(),
             "left": sum(n for s, n in counts.items() if Status(s) not in SUCCESS),
+            "retryable": sum(n for s, n in counts.items()
+                             if Status(s) in (Status.PENDING, Status.FAILED)),
+            "unresolved": sum(n for s, n in counts.items() if Status(s) in UNRESOLVED),
             "last_run": {k: last.get(k) for k in ("run_id", "command", "started_at",
                                                    "finished_at", "sheet", "exit_code",
                                                    "requests", "retries")},

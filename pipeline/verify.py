@@ -1,0 +1,163 @@
+"""Read applied events back and confirm the new values are visible.
+
+Mutations propagate asynchronously, so verification looks again every second or so until
+`wait` seconds have passed. An event is found by the row's own lookup, or — when the
+correction changed the lookup attribute itself — by one of the values it wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.client import UsermavenClient, make_http_client
+from pipeline.errors import ApiError, AuthError, UsageError
+from pipeline.jobs import new_run_id, open_existing
+from pipeline.lock import RunLock
+from pipeline.model import Status, Window
+from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
+from pipeline.runner import holds
+from pipeline.throttle import Throttle
+from pipeline.timeutil import month_window, parse_timestamp
+
+
+@dataclass
+class VerifyOutcome:
+    verified: int = 0
+    mismatch: int = 0
+    pending: int = 0
+    unverifiable: int = 0
+    requests: int = 0
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if not (self.mismatch or self.pending) else 1
+
+
+@dataclass
+class _Check:
+    row_key: str
+    event_id: str
+    event_type: str
+    key: str
+    value: str
+    window: Window
+    expected: Mapping[str, Any]
+    merge_mode: str
+    seen: Mapping[str, Any] | None = None
+
+
+def _plan_check(m: Mapping[str, Any]) -> _Check | str:
+    """How to look one applied event up again, or why it cannot be."""
+    expected = json.loads(m["attributes_after"])
+    if not m["event_type"]:
+        return "no event_type in the sheet: the lookup endpoint needs one"
+    window = Window(*month_window(parse_timestamp(m["timestamp"])))
+    if m["lookup_key"] and m["lookup_key"] not in expected:
+        return _Check(m["row_key"], m["event_id"], m["event_type"], m["lookup_key"],
+                      m["lookup_value"], window, expected, m["merge_mode"])
+    for k, v in expected.items():
+        if isinstance(v, str | int | float | bool):
+            text = v if isinstance(v, str) else json.dumps(v)
+            return _Check(m["row_key"], m["event_id"], m["event_type"], k, text, window,
+                          expected, m["merge_mode"])
+    return "no scalar value to look the event up by"
+
+
+def verify_checkpoint(cp: Checkpoint, api_url: str, token: str, *, wait: float = 30.0,
+                      concurrency: int = 4, timeout: float = 30.0, run_id: str = "",
+                      transport: httpx.AsyncBaseTransport | None = None) -> VerifyOutcome:
+    """Check every applied mutation of the latest sheet; record verified/mismatch."""
+    out = VerifyOutcome()
+    checks: list[_Check] = []
+    for m in cp.applied_mutations():
+        plan = _plan_check(m)
+        if isinstance(plan, str):
+            out.unverifiable += 1
+            cp.record_note(m["row_key"], m["event_id"], f"not verified: {plan}")
+            continue
+        checks.append(plan)
+
+    async def go() -> None:
+        async with make_http_client(api_url, concurrency=concurrency, timeout=timeout,
+                                    transport=transport) as http:
+            await _rounds(UsermavenClient(http, token))
+
+    async def _rounds(client: UsermavenClient) -> None:
+        throttle = Throttle(concurrency)
+        policy, stats = RetryPolicy(max_attempts=5, backoff_base=0.2, backoff_max=5), RetryStats()
+        deadline = time.monotonic() + wait
+        todo = list(checks)
+        while True:
+            results = await asyncio.gather(*(_look(client, throttle, policy, stats, c)
+                                             for c in todo))
+            todo = [c for c, ok in zip(todo, results, strict=True) if not ok]
+            if not todo or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        out.requests = client.requests
+        for c in checks:
+            if c not in todo:
+                out.verified += 1
+                cp.record_outcome_status(c.row_key, c.event_id, Status.VERIFIED, run_id,
+                                         note="verified: the new values are visible")
+            elif c.seen is None:
+                out.pending += 1
+                cp.record_note(c.row_key, c.event_id,
+                               f"verification pending: event not found by {c.key} after "
+                               f"{wait:.0f} s")
+                out.details.append(f"{c.event_id}: not found by {c.key}={c.value!r}")
+            else:
+                out.mismatch += 1
+                diff = {k: c.seen.get(k) for k in c.expected if c.seen.get(k) != c.expected[k]}
+                cp.record_outcome_status(c.row_key, c.event_id, Status.MISMATCH, run_id,
+                                         note=f"mismatch after {wait:.0f} s: event holds "
+                                              f"{json.dumps(diff, ensure_ascii=False)}")
+                out.details.append(f"{c.event_id}: holds {diff}")
+
+    asyncio.run(go())
+    return out
+
+
+async def _look(client: UsermavenClient, throttle: Throttle, policy: RetryPolicy,
+                stats: RetryStats, c: _Check) -> bool:
+    try:
+        (events, _), _ = await call_with_retry(
+            lambda: client.lookup(c.event_type, c.key, c.value, c.window),
+            throttle=throttle, policy=policy, stats=stats)
+    except AuthError:
+        raise
+    except ApiError:
+        return False
+    for e in events:
+        if e.event_id == c.event_id:
+            c.seen = e.attributes
+            return holds(e.attributes, c.expected, c.merge_mode)
+    return False
+
+
+def verify(checkpoint_path: Path, api_url: str, token: str, *, wait: float,
+           concurrency: int = 4, timeout: float = 30.0,
+           transport: httpx.AsyncBaseTransport | None = None) -> VerifyOutcome:
+    """Lock the checkpoint, check it belongs to this API, verify, record."""
+    with RunLock(checkpoint_path):
+        cp = open_existing(checkpoint_path)
+        try:
+            if cp.meta("api_url") == "sandbox":
+                raise UsageError(
+                    "this checkpoint was made with --sandbox, whose events live only for one "
+                    "run; verify runs against a sandbox started with `corrections sandbox`")
+            cp.bind_target(api_url, workspace_id(token))
+            return verify_checkpoint(cp, api_url, token, wait=wait, concurrency=concurrency,
+                                     timeout=timeout, run_id=new_run_id(), transport=transport)
+        finally:
+            cp.close()
