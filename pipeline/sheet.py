@@ -520,7 +520,8 @@ def _py_value(v: Any, nested: bool = False) -> Any:
     return _Bad(f"holds a value of type {type(v).__name__} this tool cannot send")
 
 
-def _parquet_column(arr, name: str) -> list[Any]:
+def _parquet_column(arr, name: str) -> tuple[list[Any], bool]:
+    """A column's values as Python objects, and whether any of them is `_Bad`."""
     import pyarrow as pa
     import pyarrow.types as pt
 
@@ -529,20 +530,22 @@ def _parquet_column(arr, name: str) -> list[Any]:
         arr = arr.dictionary_decode()
         typ = arr.type
     if pt.is_integer(typ) or pt.is_boolean(typ) or pt.is_string(typ) or pt.is_large_string(typ):
-        return arr.to_pylist()
+        return arr.to_pylist(), False
     if pt.is_floating(typ):
         if typ != pa.float64():
             arr = arr.cast(pa.float64())
-        return [None if v is None or v != v else v for v in arr.to_pylist()]
+        return [None if v is None or v != v else v for v in arr.to_pylist()], False
     if pt.is_timestamp(typ) and typ.unit == "ns":
         arr = arr.cast(pa.timestamp("us", tz=typ.tz), safe=False)
+    if pt.is_timestamp(typ) or pt.is_date(typ) or pt.is_null(typ):
+        return arr.to_pylist(), False
     values = [_py_value(v) for v in arr.to_pylist()]
     if name != "event_attributes":
         for i, v in enumerate(values):
             if isinstance(v, dict | list):
                 values[i] = _Bad(f"holds a {'struct' if isinstance(v, dict) else 'list'}; only "
                                  "event_attributes may hold nested data")
-    return values
+    return values, any(isinstance(v, _Bad) for v in values)
 
 
 def _parquet_rows(path: Path, batch_size: int) -> Iterator[RawRow]:
@@ -555,8 +558,10 @@ def _parquet_rows(path: Path, batch_size: int) -> Iterator[RawRow]:
         record = 1
         try:
             for batch in pf.iter_batches(batch_size=batch_size):
-                cols = [_parquet_column(batch.column(i), header[i]) for i in range(len(header))]
-                odd = [i for i, c in enumerate(cols) if any(isinstance(v, _Bad) for v in c)]
+                converted = [_parquet_column(batch.column(i), header[i])
+                             for i in range(len(header))]
+                cols = [values for values, _ in converted]
+                odd = [i for i, (_, has_bad) in enumerate(converted) if has_bad]
                 for values in zip(*cols, strict=True):
                     record += 1
                     cells = {k: v for k, v in zip(header, values, strict=True) if v is not None}

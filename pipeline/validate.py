@@ -58,11 +58,12 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 _EXAMPLE_TIME = "2026-03-10T14:30:00Z"
 _EXAMPLE_JSON = '{"final_price": "149.99"}'
 _SET_COLUMNS = "set.*"
-_TS_CACHE: dict[tuple[str, bool], tuple[datetime, str] | str] = {}
+_TS_CACHE: dict[tuple[Any, bool], tuple[datetime, str] | str] = {}
 _TS_CACHE_MAX = 65536
 _MONTH_CACHE: dict[tuple[int, int], tuple[Window, tuple[str, str]]] = {}
 _MERGE_CELLS = {"merge": "merge", "replace": "replace"}
 _BIG = MAX_ATTRIBUTES_BYTES  # forces the exact size check
+_NUMBER_BOUND = 10**20
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -293,11 +294,17 @@ def _cell_time(
         text = value.strip()
         return _time(text, column, end_of_day=end_of_day) if text else None
     if isinstance(value, datetime | date):
-        try:
-            dt = parse_timestamp(value, end_of_day=end_of_day)
-        except (TimestampError, ValueError, OverflowError):
-            raise _Invalid(column, f"{value!r} is out of range; give a real time") from None
-        return dt, _iso(dt)
+        cached = _TS_CACHE.get((value, end_of_day))
+        if cached is None:
+            try:
+                dt = parse_timestamp(value, end_of_day=end_of_day)
+            except (TimestampError, ValueError, OverflowError):
+                raise _Invalid(column, f"{value!r} is out of range; give a real time") from None
+            cached = (dt, _iso(dt))
+            if len(_TS_CACHE) >= _TS_CACHE_MAX:
+                _TS_CACHE.clear()
+            _TS_CACHE[(value, end_of_day)] = cached
+        return cached
     raise _Invalid(column, f"{_show(value)} is not a time; write e.g. {_EXAMPLE_TIME}")
 
 
@@ -396,7 +403,12 @@ def _attributes(cells: Mapping[str, Any]) -> dict[str, Any]:
                     chars += len(col) + len(value)
                 else:
                     value = _attribute_value(value, col)
-                    chars += _BIG
+                    if type(value) is str:
+                        chars += len(col) + len(value)
+                    elif -_NUMBER_BOUND < value < _NUMBER_BOUND:  # finite: repr < 32 chars
+                        chars += len(col) + 32
+                    else:
+                        chars += _BIG
                 attrs[col[4:]] = value
         if attrs:
             # every character costs at most 6 bytes (\u00XX), plus quotes, colon and comma

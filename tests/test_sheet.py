@@ -129,7 +129,7 @@ def test_csv_header_names_are_stripped(tmp_path):
 def test_empty_file_is_a_sheet_error(tmp_path):
     """A zero-byte file is refused with a message naming the file."""
     path = write(tmp_path, b"")
-    with pytest.raises(SheetError, match="sheet.csv.*empty"):
+    with pytest.raises(SheetError, match=r"sheet.csv.*empty"):
         columns(path)
     with pytest.raises(SheetError, match="empty"):
         rows_of(path)
@@ -167,7 +167,7 @@ def test_utf16_file_is_a_sheet_error(tmp_path):
 
 def test_duplicate_columns_are_a_sheet_error(tmp_path):
     """A column name that appears twice is refused."""
-    with pytest.raises(SheetError, match="duplicate.*'set.price'"):
+    with pytest.raises(SheetError, match=r"duplicate.*'set.price'"):
         columns(write(tmp_path, "event_id,set.price,set.price\nA,1,2\n"))
 
 
@@ -262,13 +262,13 @@ def test_unknown_column_is_refused_with_a_set_hint():
 
 def test_wrongly_cased_column_gets_a_case_hint():
     """A known column in the wrong case is refused with a case-sensitivity hint."""
-    with pytest.raises(SheetError, match="case-sensitive.*'event_id'"):
+    with pytest.raises(SheetError, match=r"case-sensitive.*'event_id'"):
         check_columns(["Event_ID", "timestamp", "set.x"], SheetDefaults())
 
 
 def test_bare_set_prefix_is_unknown():
     """`set.` with no attribute name is not an attribute column."""
-    with pytest.raises(SheetError, match="unknown column.*'set.'"):
+    with pytest.raises(SheetError, match=r"unknown column.*'set.'"):
         check_columns(["event_id", "timestamp", "set."], SheetDefaults())
 
 
@@ -276,7 +276,7 @@ def test_match_column_is_allowed_only_with_match():
     """The --match column is allowed when --match names it, unknown otherwise."""
     cols = ["event_type", "order_id", "event_time", "set.price"]
     check_columns(cols, SheetDefaults(match="order_id"))
-    with pytest.raises(SheetError, match="unknown column.*'order_id'.*--match"):
+    with pytest.raises(SheetError, match=r"unknown column.*'order_id'.*--match"):
         check_columns(cols, SheetDefaults())
 
 
@@ -288,7 +288,7 @@ def test_missing_something_to_set_is_refused():
 
 def test_missing_way_to_find_events_is_refused():
     """Without event_id, the header needs an event type and a lookup key/value."""
-    with pytest.raises(SheetError, match="no way to find.*event_type.*lookup_key"):
+    with pytest.raises(SheetError, match=r"no way to find.*event_type.*lookup_key"):
         check_columns(["event_time", "set.x"], SheetDefaults())
     with pytest.raises(SheetError, match="--event-type"):
         check_columns(["lookup_key", "lookup_value", "event_time", "set.x"], SheetDefaults())
@@ -461,7 +461,7 @@ def test_xlsx_sheet_name_selects_the_sheet(tmp_path):
 def test_xlsx_unknown_sheet_name_lists_the_sheets(tmp_path):
     """An unknown --sheet-name is refused with the list of sheets."""
     path = write_xlsx(tmp_path, {"First": [["event_id"]], "Second": [["event_id"]]})
-    with pytest.raises(SheetError, match="no sheet named 'Third'.*'First', 'Second'"):
+    with pytest.raises(SheetError, match=r"no sheet named 'Third'.*'First', 'Second'"):
         rows_of(path, sheet_name="Third")
 
 
@@ -480,5 +480,5 @@ def test_empty_xlsx_sheet_is_a_sheet_error(tmp_path):
 
 def test_corrupt_xlsx_is_a_sheet_error(tmp_path):
     """A file named .xlsx that is not a workbook is refused."""
-    with pytest.raises(SheetError, match="not a readable .xlsx"):
+    with pytest.raises(SheetError, match=r"not a readable .xlsx"):
         columns(write(tmp_path, b"nope", name="s.xlsx"))

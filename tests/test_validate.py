@@ -362,7 +362,7 @@ def test_problem_row_key_follows_raw_cells():
 def test_validate_batches_checks_the_header_before_reading(tmp_path):
     """validate_batches raises SheetError at once for a bad header."""
     path = write_csv(tmp_path, [["event_id", "timestamp", "price"], [EID, "2026-03-10", "1"]])
-    with pytest.raises(SheetError, match="set.<name>"):
+    with pytest.raises(SheetError, match=r"set.<name>"):
         validate_batches(path, D)
 
 
