@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ from pipeline.options import (
     run_options,
     sheet_options,
 )
+from pipeline.progress import RunProgress, estimate_rows
 from pipeline.runner import RunOptions
 from pipeline.sandbox.command import sandbox_command
 from pipeline.summary import print_plan_details, print_summary
@@ -51,8 +53,19 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CorrectionsError as exc:
-            click.echo(f"corrections: error: {exc}", err=True)
+            log = logging.getLogger("corrections")
+            if log.handlers:
+                log.error("%s", exc, extra={"event": "error", "exit_code": exc.exit_code})
+            else:
+                click.echo(f"corrections: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("corrections: interrupted", err=True)
+            ctx.exit(130)
+        except OSError as exc:  # a file we were pointed at cannot be read or written
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"corrections: error:{where}: {exc.strerror or exc}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -100,8 +113,9 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool) -> Iterator[Ta
         from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 
         with SandboxServer() as server:
-            click.echo(f"corrections: sandbox started at {server.url} with sample_data/ events",
-                       err=True)
+            logging.getLogger("corrections").info(
+                "sandbox started at %s with sample_data/ events", server.url,
+                extra={"event": "sandbox", "url": server.url})
             yield Target(server.url, SANDBOX_TOKEN, "sandbox")
         return
     token = check_token(read_token(token_file, lambda m: click.echo(f"corrections: warning: {m}",
@@ -115,8 +129,6 @@ def _run_options(kw: dict[str, Any]) -> RunOptions:
 
 
 def _row_echo(verbose: bool, log_json: bool) -> Any:
-    import logging
-
     log = logging.getLogger("corrections")
 
     def on_row(row_number: int, status: Status, error: str | None) -> None:
@@ -182,8 +194,9 @@ def apply(sheet: str, **kw: Any) -> None:
     checkpoint = kw["checkpoint"] or default_checkpoint(path)
     report = kw["report"] or default_report(path)
     with _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target:
+        progress = RunProgress.for_terminal(estimate_rows(path), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
-                              report=report, strict=kw["strict"],
+                              report=report, strict=kw["strict"], progress=progress,
                               on_row=_row_echo(kw["verbose"], kw["log_format"] == "json"))
     if not kw["quiet"]:
         print_summary(outcome, sheet=path, log_json=kw["log_format"] == "json")

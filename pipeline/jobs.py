@@ -25,6 +25,7 @@ from pipeline.client import UsermavenClient, check_api_url, make_http_client
 from pipeline.errors import SheetError
 from pipeline.lock import RunLock
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
+from pipeline.progress import RunProgress
 from pipeline.report import report_format, write_report
 from pipeline.runner import Runner, RunOptions, RunResult
 from pipeline.sheet import fingerprint
@@ -124,7 +125,8 @@ def apply_sheet(job: SheetJob, target: Target, options: RunOptions, *, checkpoin
                 report: Path, strict: bool = False,
                 transport: httpx.AsyncBaseTransport | None = None,
                 on_row: Callable[[int, Status, str | None], None] | None = None,
-                install_signals: bool = True) -> ApplyOutcome:
+                install_signals: bool = True,
+                progress: RunProgress | None = None) -> ApplyOutcome:
     """The whole run: lock, checkpoint, resolve, mutate, report. Safe to repeat."""
     report_format(report)
     if strict:
@@ -134,7 +136,8 @@ def apply_sheet(job: SheetJob, target: Target, options: RunOptions, *, checkpoin
         try:
             cp.bind_target(target.identity or target.api_url, workspace_id(target.token))
             return _run(job, target, options, cp, checkpoint, report, transport, on_row,
-                        install_signals, command="plan" if options.plan_only else "apply")
+                        install_signals, progress,
+                        command="plan" if options.plan_only else "apply")
         finally:
             cp.close()
 
@@ -177,7 +180,7 @@ def _refuse_invalid(job: SheetJob) -> None:
 def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_path: Path,
          report: Path, transport: httpx.AsyncBaseTransport | None,
          on_row: Callable[[int, Status, str | None], None] | None, install_signals: bool,
-         command: str) -> ApplyOutcome:
+         progress: RunProgress | None, command: str) -> ApplyOutcome:
     run_id = new_run_id()
     safe_options = {k: v for k, v in options.__dict__.items()}
     generation = cp.start_run(run_id, command, str(job.sheet), fingerprint(job.sheet),
@@ -186,13 +189,15 @@ def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_
              extra={"event": "run_start", "run_id": run_id, "sheet": str(job.sheet),
                     "api_url": target.api_url, "options": safe_options})
 
+    early: list[int] = []  # a signal that arrives before the event loop takes over
+
     async def go() -> tuple[RunResult, int | None]:
         http = make_http_client(target.api_url, concurrency=options.concurrency,
                                 timeout=options.timeout, transport=transport)
         async with http:
             client = UsermavenClient(http, target.token)
             runner = Runner(cp, client, options, run_id=run_id, generation=generation,
-                            on_row=on_row)
+                            on_row=on_row, progress=progress)
             loop = asyncio.get_running_loop()
             installed: list[int] = []
             if install_signals:
@@ -200,6 +205,8 @@ def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.add_signal_handler(sig, runner.request_stop, sig)
                         installed.append(sig)
+            if early:
+                runner.request_stop(early[0])
             try:
                 result = await runner.run(job.batches())
             finally:
@@ -207,7 +214,12 @@ def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_
                     loop.remove_signal_handler(sig)
             return result, runner.signal_number
 
-    result, signum = asyncio.run(go())
+    with _signals_noted(early, install_signals):
+        try:
+            result, signum = asyncio.run(go())
+        finally:
+            if progress is not None:
+                progress.close()
     counts = cp.status_counts(generation)
     events = cp.mutation_counts(generation)
     gone = cp.rows_gone(generation)
@@ -220,6 +232,23 @@ def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_
              extra={"event": "run_end", "run_id": run_id, "exit_code": exit_code,
                     "counts": counts, "requests": result.requests, "retries": result.retries})
     return ApplyOutcome(run_id, result, counts, events, report, cp_path, gone, exit_code)
+
+
+@contextlib.contextmanager
+def _signals_noted(into: list[int], enabled: bool) -> Iterator[None]:
+    """Outside the event loop, SIGINT/SIGTERM are noted (not raised) so the run stops cleanly."""
+    if not enabled:
+        yield
+        return
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to install
+            previous[sig] = signal.signal(sig, lambda signum, _frame: into.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _exit_code(result: RunResult, counts: dict[str, int], signum: int | None) -> int:

@@ -42,4 +42,8 @@ def setup_logging(fmt: str = "text", *, quiet: bool = False, verbose: bool = Fal
     logger.propagate = False
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logger.setLevel(level)
+    # retries and throttling: every one for machines (json) and -v; a person sees the summary
+    chatty = fmt == "json" or verbose
+    logging.getLogger(LOGGER + ".retry").setLevel(
+        logging.INFO if chatty and not quiet else logging.WARNING)
     return logger

@@ -7,6 +7,7 @@ pause is shared by all workers through the throttle.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pipeline.errors import RateLimited, TransientError
 from pipeline.throttle import Throttle
 
 T = TypeVar("T")
+log = logging.getLogger("corrections.retry")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ async def call_with_retry(
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:
                 throttle.pause(retry_after)
+                log.info("the API asked to slow down: every worker pauses %.1f s", retry_after,
+                         extra={"event": "throttle", "retry_after": retry_after,
+                                "concurrency_limit": int(throttle.limit)})
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info("retry %d after %s (waiting %.2f s)", state.attempt_number, exc, wait,
+                 extra={"event": "retry", "attempt": state.attempt_number, "wait": wait,
+                        "error": str(exc), "http_status": getattr(exc, "http_status", None)})
 
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(TransientError),

@@ -34,6 +34,7 @@ from pipeline.errors import (
 )
 from pipeline.keys import idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
+from pipeline.progress import RunProgress
 from pipeline.resolve import LookupCache, Resolution, Resolver
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
 from pipeline.throttle import Throttle
@@ -147,13 +148,15 @@ class Runner:
 
     def __init__(self, checkpoint: Checkpoint, client: UsermavenClient, options: RunOptions,
                  *, run_id: str, generation: int,
-                 on_row: Callable[[int, Status, str | None], None] | None = None) -> None:
+                 on_row: Callable[[int, Status, str | None], None] | None = None,
+                 progress: RunProgress | None = None) -> None:
         self.cp = checkpoint
         self.client = client
         self.opts = options
         self.run_id = run_id
         self.generation = generation
         self.on_row = on_row
+        self.progress = progress or RunProgress(None, enabled=False)
         self.throttle = Throttle(options.concurrency, options.rate, options.max_wait)
         self.policy = RetryPolicy(options.max_attempts, options.backoff_base, options.backoff_max)
         self.stats = RetryStats()
@@ -210,9 +213,11 @@ class Runner:
                 self.totals.rows_done += reg.done
                 self.totals.rows_invalid += reg.invalid
                 self.totals.rows_duplicate += reg.duplicate
-                if self.on_row is not None:
-                    for item in batch:
-                        if isinstance(item, RowProblem):
+                self.progress.skipped(reg.done + reg.duplicate)
+                for item in batch:
+                    if isinstance(item, RowProblem):
+                        self.progress.row(Status.INVALID)
+                        if self.on_row is not None:
                             self.on_row(item.row_number, Status.INVALID, str(item))
                 for correction, state in reg.todo:
                     if self.stopping:
@@ -440,6 +445,8 @@ class Runner:
                     window: asyncio.Semaphore) -> None:
         self.cp.set_row_status(job.correction.row_key, status, self.run_id, error)
         window.release()
+        self.progress.retries = self.stats.retries
+        self.progress.row(status)
         if self.on_row is not None:
             self.on_row(job.correction.row_number, status, error)
 

@@ -32,7 +32,7 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path, log_json: bool = False,
     total = sum(outcome.counts.values())
     echo = _echo(out)
     if log_json:
-        echo(json.dumps({
+        click.echo(json.dumps({
             "event": "summary", "run_id": outcome.run_id, "sheet": str(sheet),
             "rows": total, "counts": outcome.counts, "events": outcome.events,
             "rows_new": t.rows_new, "rows_done": t.rows_done, "rows_gone": outcome.rows_gone,
@@ -40,7 +40,8 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path, log_json: bool = False,
             "retries": r.retries, "throttled": r.throttled, "seconds": round(r.elapsed, 3),
             "report": str(outcome.report), "checkpoint": str(outcome.checkpoint),
             "exit_code": outcome.exit_code, "stopped": r.stop_reason,
-        }))
+            "level": "info", "msg": "summary",
+        }, default=str), err=True)
         return
     echo(f"run {outcome.run_id} · {sheet}")
     echo(f"rows: {total} in the sheet · {t.rows_new} new · {t.rows_done} already done · "

@@ -58,7 +58,8 @@ _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 _EXAMPLE_TIME = "2026-03-10T14:30:00Z"
 _EXAMPLE_JSON = '{"final_price": "149.99"}'
 _SET_COLUMNS = "set.*"
-_TS_CACHE: dict[tuple[Any, bool], tuple[datetime, str] | str] = {}
+_TS_CACHE: dict[tuple[str, bool], tuple[datetime, str] | str] = {}
+_DT_CACHE: dict[tuple[date, bool], tuple[datetime, str]] = {}
 _TS_CACHE_MAX = 65536
 _MONTH_CACHE: dict[tuple[int, int], tuple[Window, tuple[str, str]]] = {}
 _MERGE_CELLS = {"merge": "merge", "replace": "replace"}
@@ -174,7 +175,7 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
         key = get("idempotency_key")
         if key is not None:
             key = _idempotency_key(key)
-        content = {
+        content: dict[str, Any] = {
             "event_id": eid,
             "timestamp": ts[1],
             "event_type": event_type,
@@ -294,17 +295,17 @@ def _cell_time(
         text = value.strip()
         return _time(text, column, end_of_day=end_of_day) if text else None
     if isinstance(value, datetime | date):
-        cached = _TS_CACHE.get((value, end_of_day))
-        if cached is None:
+        known = _DT_CACHE.get((value, end_of_day))
+        if known is None:
             try:
                 dt = parse_timestamp(value, end_of_day=end_of_day)
             except (TimestampError, ValueError, OverflowError):
                 raise _Invalid(column, f"{value!r} is out of range; give a real time") from None
-            cached = (dt, _iso(dt))
-            if len(_TS_CACHE) >= _TS_CACHE_MAX:
-                _TS_CACHE.clear()
-            _TS_CACHE[(value, end_of_day)] = cached
-        return cached
+            known = (dt, _iso(dt))
+            if len(_DT_CACHE) >= _TS_CACHE_MAX:
+                _DT_CACHE.clear()
+            _DT_CACHE[(value, end_of_day)] = known
+        return known
     raise _Invalid(column, f"{_show(value)} is not a time; write e.g. {_EXAMPLE_TIME}")
 
 
@@ -491,13 +492,12 @@ def _check_size(attrs: dict[str, Any], column: str) -> None:
 
 def _merge_mode(value: Any, p: _Prepared) -> str:
     if value is None:
-        mode = p.merge_mode
-        if mode in _MERGE_CELLS:
-            return mode
+        if p.merge_mode in _MERGE_CELLS:
+            return p.merge_mode
     else:
-        mode = _MERGE_CELLS.get(value)
-        if mode is not None:
-            return mode
+        known = _MERGE_CELLS.get(value)
+        if known is not None:
+            return known
     text = _structural(value)
     if text is None:
         if p.merge_mode not in MERGE_MODES:

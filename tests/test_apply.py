@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SAMPLE, read_report, write_csv
+
 from pipeline.jobs import ApplyOutcome, SheetJob, Target, apply_sheet
 from pipeline.model import SheetDefaults
 from pipeline.runner import RunOptions

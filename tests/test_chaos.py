@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, read_report, write_csv
+
 from pipeline.sandbox.faults import FaultPlan
 from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 from pipeline.sandbox.store import Event, EventStore

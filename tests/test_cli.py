@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from conftest import SAMPLE, read_report, run_cli, write_csv
+
 from pipeline.lock import RunLock
 from pipeline.sandbox.server import SANDBOX_TOKEN
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SAMPLE, read_report, run_cli, write_csv
+
 from pipeline.checkpoint import Checkpoint
 from pipeline.errors import CheckpointError
 from pipeline.lock import RunLock

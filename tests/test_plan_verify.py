@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
-
 from conftest import SAMPLE, read_report, run_cli, write_csv
+
 from pipeline.sandbox.server import SANDBOX_TOKEN
 
 ENV = {"USERMAVEN_TOKEN": SANDBOX_TOKEN}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import read_report, write_csv
 from tenacity import RetryCallState
 
-from conftest import read_report, write_csv
 from pipeline.client import retry_after_seconds
 from pipeline.errors import RateLimited, RetryAfterTooLong, TransientError
 from pipeline.jobs import SheetJob, Target, apply_sheet
