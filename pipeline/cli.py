@@ -42,6 +42,7 @@ from pipeline.options import (
 from pipeline.progress import RunProgress, estimate_rows
 from pipeline.runner import RunOptions
 from pipeline.sandbox.command import sandbox_command
+from pipeline.storage import is_remote, local_copy, sibling
 from pipeline.summary import print_plan_details, print_summary
 from pipeline.timeutil import TimestampError, parse_timestamp
 
@@ -107,6 +108,27 @@ def _sheet_path(sheet: str) -> Path:
 
 
 @contextlib.contextmanager
+def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: str,
+           report: str | None, checkpoint: Path | None) -> Iterator[tuple[SheetJob, Path, str]]:
+    """The job for SHEET (a local copy when it is an s3:// URL), its checkpoint and report.
+
+    Defaults: the report beside the sheet (in the bucket for a remote sheet); the checkpoint
+    beside a local sheet, or in the working directory for a remote one (SQLite needs a
+    local disk).
+    """
+    if is_remote(sheet):
+        with local_copy(sheet) as local:
+            name = f"{local.stem}.{kind}.csv"
+            yield (SheetJob(local, defaults, sheet_name, label=sheet),
+                   checkpoint or default_checkpoint(Path.cwd() / local.name),
+                   report or sibling(sheet, name))
+        return
+    path = _sheet_path(sheet)
+    yield (SheetJob(path, defaults, sheet_name), checkpoint or default_checkpoint(path),
+           report or str(default_report(path, kind)))
+
+
+@contextlib.contextmanager
 def _target(api_url: str, token_file: Path | None, sandbox: bool) -> Iterator[Target]:
     """The API to talk to; with --sandbox, an emulator started for the length of the run."""
     if sandbox:
@@ -154,7 +176,11 @@ def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
       corrections validate fixes.csv --match order_id --event-type order_completed
     """
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    job = SheetJob(_sheet_path(sheet), defaults, sheet_name)
+    with _sheet(sheet, defaults, sheet_name, "audit", None, None) as (job, _cp, _report):
+        _validate(job)
+
+
+def _validate(job: SheetJob) -> None:
 
     def on_problem(p: RowProblem) -> None:
         click.echo(str(p))
@@ -169,7 +195,7 @@ def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
 @sheet_options
 @api_options
 @run_options
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--report", metavar="PATH|s3://…",
               help="Audit report (.csv, .parquet, .jsonl; default <sheet stem>.audit.csv).")
 @click.option("--strict", is_flag=True, help="Send nothing if any row is invalid (exit 2).")
 @output_options
@@ -188,18 +214,16 @@ def apply(sheet: str, **kw: Any) -> None:
           --from 2026-03-01 --to 2026-03-31
     """
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
-    path = _sheet_path(sheet)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    job = SheetJob(path, defaults, kw["sheet_name"])
-    checkpoint = kw["checkpoint"] or default_checkpoint(path)
-    report = kw["report"] or default_report(path)
-    with _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target:
-        progress = RunProgress.for_terminal(estimate_rows(path), quiet=kw["quiet"])
+    with (_sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
+                 kw["checkpoint"]) as (job, checkpoint, report),
+          _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target):
+        progress = RunProgress.for_terminal(estimate_rows(job.sheet), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
                               report=report, strict=kw["strict"], progress=progress,
                               on_row=_row_echo(kw["verbose"], kw["log_format"] == "json"))
     if not kw["quiet"]:
-        print_summary(outcome, sheet=path, log_json=kw["log_format"] == "json")
+        print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
     sys.exit(outcome.exit_code)
 
 
@@ -208,7 +232,7 @@ def apply(sheet: str, **kw: Any) -> None:
 @sheet_options
 @api_options
 @run_options
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--report", metavar="PATH|s3://…",
               help="Plan report (default <sheet stem>.plan.csv).")
 @output_options
 @config_option
@@ -223,15 +247,14 @@ def plan(sheet: str, **kw: Any) -> None:
       corrections plan fixes.csv --event-type order_completed --match order_id
     """
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
-    path = _sheet_path(sheet)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    job = SheetJob(path, defaults, kw["sheet_name"])
-    report = kw["report"] or default_report(path, "plan")
-    with _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target:
+    with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None)
+          as (job, _checkpoint, report),
+          _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target):
         outcome = plan_sheet(job, target, _run_options(kw), report=report)
     if not kw["quiet"]:
         print_plan_details(outcome)
-        print_summary(outcome, sheet=path, log_json=kw["log_format"] == "json")
+        print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
     sys.exit(outcome.exit_code)
 
 
@@ -266,10 +289,10 @@ def status(checkpoint: Path, as_json: bool) -> None:
 
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, metavar="PATH|s3://…",
               help="Report path; format by suffix: .csv, .parquet, .jsonl.")
 @config_option
-def report(checkpoint: Path, out: Path) -> None:
+def report(checkpoint: Path, out: str) -> None:
     """Write the audit report again from a checkpoint. Offline.
 
     \b

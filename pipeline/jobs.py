@@ -57,6 +57,11 @@ class SheetJob:
     defaults: SheetDefaults = field(default_factory=SheetDefaults)
     sheet_name: str | None = None
     batch_size: int = 5000
+    label: str | None = None  # what to call the sheet (its URL when read from a bucket)
+
+    @property
+    def name(self) -> str:
+        return self.label or str(self.sheet)
 
     def batches(self) -> Iterator[list[Correction | RowProblem]]:
         return validate_batches(self.sheet, self.defaults, batch_size=self.batch_size,
@@ -114,7 +119,7 @@ class ApplyOutcome:
     result: RunResult
     counts: dict[str, int]
     events: dict[str, int]
-    report: Path
+    report: Path | str
     checkpoint: Path
     rows_gone: int
     exit_code: int
@@ -122,7 +127,7 @@ class ApplyOutcome:
 
 
 def apply_sheet(job: SheetJob, target: Target, options: RunOptions, *, checkpoint: Path,
-                report: Path, strict: bool = False,
+                report: Path | str, strict: bool = False,
                 transport: httpx.AsyncBaseTransport | None = None,
                 on_row: Callable[[int, Status, str | None], None] | None = None,
                 install_signals: bool = True,
@@ -142,7 +147,7 @@ def apply_sheet(job: SheetJob, target: Target, options: RunOptions, *, checkpoin
             cp.close()
 
 
-def plan_sheet(job: SheetJob, target: Target, options: RunOptions, *, report: Path,
+def plan_sheet(job: SheetJob, target: Target, options: RunOptions, *, report: Path | str,
                transport: httpx.AsyncBaseTransport | None = None,
                on_row: Callable[[int, Status, str | None], None] | None = None,
                preview: int = 200) -> ApplyOutcome:
@@ -178,15 +183,15 @@ def _refuse_invalid(job: SheetJob) -> None:
 
 
 def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_path: Path,
-         report: Path, transport: httpx.AsyncBaseTransport | None,
+         report: Path | str, transport: httpx.AsyncBaseTransport | None,
          on_row: Callable[[int, Status, str | None], None] | None, install_signals: bool,
          progress: RunProgress | None, command: str) -> ApplyOutcome:
     run_id = new_run_id()
     safe_options = {k: v for k, v in options.__dict__.items()}
-    generation = cp.start_run(run_id, command, str(job.sheet), fingerprint(job.sheet),
+    generation = cp.start_run(run_id, command, job.name, fingerprint(job.sheet),
                               safe_options)
-    log.info("run %s started on %s", run_id, job.sheet,
-             extra={"event": "run_start", "run_id": run_id, "sheet": str(job.sheet),
+    log.info("run %s started on %s", run_id, job.name,
+             extra={"event": "run_start", "run_id": run_id, "sheet": job.name,
                     "api_url": target.api_url, "options": safe_options})
 
     early: list[int] = []  # a signal that arrives before the event loop takes over
@@ -291,7 +296,7 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
         cp.close()
 
 
-def reemit_report(checkpoint: Path, out: Path) -> int:
+def reemit_report(checkpoint: Path, out: Path | str) -> int:
     report_format(out)
     cp = open_existing(checkpoint)
     try:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import UsageError
+from pipeline.storage import is_remote, remote_name, upload
 
 COLUMNS = (
     "row_number", "row_key", "event_type", "lookup_key", "lookup_value", "event_id",
@@ -69,7 +70,13 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
 
 def write_report(rows: Iterable[Mapping[str, Any]], path: Path | str,
                  batch_size: int = 10_000) -> int:
-    """Write report lines to `path` (format by suffix). Returns the number of lines."""
+    """Write report lines to `path` (format by suffix; `s3://` too). Returns the line count."""
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="corrections-report-") as tmp:
+            local = Path(tmp) / remote_name(str(path))
+            n = write_report(rows, local, batch_size)
+            upload(local, str(path))
+            return n
     path = Path(path)
     fmt = report_format(path)
     if fmt == "csv":
