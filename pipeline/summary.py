@@ -25,7 +25,7 @@ _MEANING = {
 }
 
 
-def print_summary(outcome: ApplyOutcome, *, sheet: Path, log_json: bool = False,
+def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = False,
                   out: TextIO | None = None) -> None:
     r = outcome.result
     t = r.totals
