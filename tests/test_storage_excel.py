@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import boto3
 import openpyxl
 import pytest
-
 from conftest import REPO, read_report, run_cli
+
 from pipeline.sandbox.server import SANDBOX_TOKEN
 
 BUCKET = "corrections-test"
