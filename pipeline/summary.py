@@ -56,7 +56,8 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
     if r.stop_reason:
         echo(f"stopped: {r.stop_reason}")
     echo(f"report: {outcome.report}")
-    echo(f"checkpoint: {outcome.checkpoint}")
+    if outcome.checkpoint.exists():  # a plan's checkpoint is temporary
+        echo(f"checkpoint: {outcome.checkpoint}")
     echo(f"exit {outcome.exit_code}: {_MEANING.get(outcome.exit_code, '')}")
 
 
