@@ -83,6 +83,7 @@ class Intent:
     attempts: int = 0
     intent_at: str = ""
     seq: int = 0
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -342,13 +343,14 @@ class Checkpoint:
                 ))
         return out
 
-    def key_owner(self, idempotency_key: str) -> tuple[str, str, str] | None:
-        """(row_key, event_id, status) of the mutation already holding this key, if any."""
+    def key_owner(self, idempotency_key: str) -> tuple[str, str, str, str] | None:
+        """(row_key, event_id, attributes_after, merge_mode) of the key's first holder."""
         row = self.db.execute(
-            "SELECT row_key, event_id, status FROM mutations WHERE idempotency_key = ? LIMIT 1",
+            "SELECT row_key, event_id, attributes_after, merge_mode FROM mutations "
+            "WHERE idempotency_key = ? ORDER BY rowid LIMIT 1",
             (idempotency_key,),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
     def record_intents(self, intents: Sequence[Intent], run_id: str) -> None:
         """Commit what is about to be sent (or decided without sending) in one transaction."""
@@ -358,14 +360,14 @@ class Checkpoint:
             self.db.executemany(
                 "INSERT INTO mutations (row_key, event_id, seq, idempotency_key, timestamp, "
                 "merge_mode, attributes_before, attributes_after, status, attempts, intent_at, "
-                "run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "run_id, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (row_key, event_id) DO UPDATE SET "
                 "attributes_before = COALESCE(excluded.attributes_before, attributes_before), "
                 "status = excluded.status, run_id = excluded.run_id",
                 [
                     (i.row_key, i.event_id, i.seq, i.idempotency_key, i.timestamp, i.merge_mode,
                      _dumps(i.attributes_before), _dumps(i.attributes_after), i.status.value,
-                     i.attempts, i.intent_at or now, run_id)
+                     i.attempts, i.intent_at or now, run_id, i.note)
                     for i in intents
                 ],
             )

@@ -13,6 +13,7 @@ Three stages, all inside one event loop:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -32,7 +33,7 @@ from pipeline.errors import (
     RetryAfterTooLong,
     TransientError,
 )
-from pipeline.keys import idempotency_key, per_event_key
+from pipeline.keys import canonical_json, idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
 from pipeline.progress import RunProgress
 from pipeline.resolve import LookupCache, Resolution, Resolver
@@ -96,6 +97,20 @@ class _Target:
     event_id: str
     timestamp: datetime
     before: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class _KeyOwner:
+    row_key: str
+    event_id: str
+    row_number: int | None  # None: a row of an earlier run
+    change: str
+
+
+def _change(attributes: Mapping[str, Any] | str, merge_mode: str) -> str:
+    """One text per distinct change (attributes + merge mode), for comparing key owners."""
+    attrs = json.loads(attributes) if isinstance(attributes, str) else attributes
+    return canonical_json([attrs, merge_mode])
 
 
 @dataclass
@@ -169,7 +184,7 @@ class Runner:
         self._stop = asyncio.Event()
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._states: dict[str, dict[str, Any] | None] = {}
-        self._keys_this_run: dict[str, tuple[str, str, int]] = {}
+        self._keys_this_run: dict[str, _KeyOwner] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- control ------------------------------------------------------------------------
@@ -403,43 +418,57 @@ class Runner:
             note = None
             if before is not None and holds(before, attrs, c.merge_mode):
                 status = Status.UNCHANGED
-            elif (owner := self._key_owner(key, c.row_key, t.event_id)) is not None:
-                status, note = Status.DUPLICATE, owner
+            elif (note := self._duplicate_of(key, c, t.event_id)) is not None:
+                status = Status.DUPLICATE
             self._states[t.event_id] = after_state(before, attrs, c.merge_mode)
-            self._keys_this_run.setdefault(key, (c.row_key, t.event_id, c.row_number))
+            self._keys_this_run.setdefault(key, _KeyOwner(
+                c.row_key, t.event_id, c.row_number, _change(attrs, c.merge_mode)))
             intents.append(Intent(
                 row_key=c.row_key, event_id=t.event_id, idempotency_key=key,
                 timestamp=format_api(t.timestamp), merge_mode=c.merge_mode,
                 attributes_after=attrs, attributes_before=t.before, status=status, seq=seq,
+                note=note,
             ))
-            if note:
-                log.debug("row %s: %s", c.row_number, note)
         return intents
 
+    def _owner(self, key: str) -> _KeyOwner | None:
+        """Who already holds an idempotency key: a row of this run, or of the checkpoint."""
+        owner = self._keys_this_run.get(key)
+        if owner is None and (found := self.cp.key_owner(key)) is not None:
+            owner = _KeyOwner(found[0], found[1], None, _change(found[2], found[3]))
+        return owner
+
     def _key_for(self, c: Correction, event_id: str, n_events: int) -> str:
+        """Derived keys as DESIGN §4; an explicit key is kept unless it would be reused.
+
+        Reused for another event, or for another change of the same event, it gets a
+        deterministic per-event (per-change) suffix, so the API never answers 409 for it and
+        never replays an answer that belongs to a different change.
+        """
         if c.idempotency_key is None:
             return idempotency_key(self.opts.key_namespace, event_id, c.attributes, c.merge_mode)
         key = c.idempotency_key
         if n_events > 1:
             return per_event_key(key, event_id)
-        owner = self._keys_this_run.get(key)
-        if owner is None:
-            found = self.cp.key_owner(key)
-            owner = (found[0], found[1], 0) if found else None
-        if owner is not None and owner[1] != event_id:
+        owner = self._owner(key)
+        if owner is None or owner.row_key == c.row_key:
+            return key
+        if owner.event_id != event_id:
             return per_event_key(key, event_id)
+        change = _change(c.attributes, c.merge_mode)
+        if owner.change != change:
+            return per_event_key(key, f"{event_id}|{change}")
         return key
 
-    def _key_owner(self, key: str, row_key: str, event_id: str) -> str | None:
+    def _duplicate_of(self, key: str, c: Correction, event_id: str) -> str | None:
         """If another row already sends this exact change to this event, say which."""
-        owner = self._keys_this_run.get(key)
-        if owner is not None and owner[0] != row_key and owner[1] == event_id:
-            return f"same change as row {owner[2]}"
-        if owner is None:
-            found = self.cp.key_owner(key)
-            if found is not None and found[0] != row_key and found[1] == event_id:
-                return "same change as an earlier row"
-        return None
+        owner = self._owner(key)
+        if (owner is None or owner.row_key == c.row_key or owner.event_id != event_id
+                or owner.change != _change(c.attributes, c.merge_mode)):
+            return None
+        if owner.row_number is None:
+            return "same change to this event as a row of an earlier sheet; not sent again"
+        return f"same change to this event as row {owner.row_number}; not sent again"
 
     def _finish_row(self, job: _RowJob, status: Status, error: str | None,
                     window: asyncio.Semaphore) -> None:

@@ -273,3 +273,25 @@ def test_the_report_covers_the_whole_sheet_after_a_resume(sandbox, tmp_path):
     apply(src, sandbox, tmp_path)
     out = apply(src, sandbox, tmp_path)
     assert len(read_report(out.report)) == len(SAMPLE_EXPECTED)
+
+
+def test_an_explicit_key_on_two_different_changes_of_one_event_applies_both(sandbox, tmp_path):
+    """The same sheet key on two different changes of one event: both land, in order."""
+    rows = [dict(r, idempotency_key="fix-7") for r in
+            order_rows(("ORD-1001", "1.00"), ("ORD-1001", "2.00"))]
+    lines = read_report(apply(write_csv(tmp_path / "s.csv", rows), sandbox, tmp_path).report)
+    assert [r["status"] for r in lines] == ["applied", "applied"]
+    assert lines[0]["idempotency_key"] == "fix-7" != lines[1]["idempotency_key"]
+    assert sandbox.store.get("518f47a5-985c-4482-8a85-21704f0d50d2").attributes[
+        "final_price"] == "2.00"
+
+
+def test_the_same_change_reached_by_two_different_rows_is_sent_once(sandbox, tmp_path):
+    """One change to one event, named by event_id in one row and by order id in another."""
+    rows = [{"event_id": "518f47a5-985c-4482-8a85-21704f0d50d2", "timestamp": "2026-09-27",
+             "set.final_price": "1.00"}] + order_rows(("ORD-1001", "1.00"))
+    out = apply(write_csv(tmp_path / "s.csv", rows), sandbox, tmp_path)
+    lines = read_report(out.report)
+    assert [r["status"] for r in lines] == ["applied", "duplicate"]
+    assert "as row 2" in lines[1]["error"]
+    assert sandbox.stats()["requests"]["mutation"] == 1
