@@ -206,7 +206,7 @@ def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_
             loop = asyncio.get_running_loop()
             installed: list[int] = []
             if install_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.add_signal_handler(sig, runner.request_stop, sig)
                         installed.append(sig)

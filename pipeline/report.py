@@ -110,8 +110,9 @@ def _write_jsonl(rows: Iterable[Mapping[str, Any]], fh: TextIO) -> int:
     for row in rows:
         out = {c: row.get(c) for c in COLUMNS}
         for c in ("attributes_before", "attributes_after"):
-            if isinstance(out[c], str):
-                out[c] = json.loads(out[c])
+            value = out[c]
+            if isinstance(value, str):
+                out[c] = json.loads(value)
         fh.write(json.dumps(out, ensure_ascii=False, default=str) + "\n")
         n += 1
     return n
