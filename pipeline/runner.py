@@ -17,10 +17,11 @@ import json
 import logging
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.checkpoint import Checkpoint, Intent, RowState
 from pipeline.client import UsermavenClient
@@ -97,6 +98,25 @@ class _Target:
     event_id: str
     timestamp: datetime
     before: Mapping[str, Any] | None
+
+
+MEMORY_ENTRIES = 200_000
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(OrderedDict[K, V]):
+    """A dict that forgets its least recently written entries beyond `size`."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -183,8 +203,11 @@ class Runner:
         self._signal: int | None = None
         self._stop = asyncio.Event()
         self._chains: dict[str, asyncio.Task[None]] = {}
-        self._states: dict[str, dict[str, Any] | None] = {}
-        self._keys_this_run: dict[str, _KeyOwner] = {}
+        # Bounded memories, so a ten-million-row sheet runs in flat memory: the state an
+        # event reaches after this run's rows (for the no-op check of later rows), and who
+        # holds which key (the checkpoint answers for anything evicted).
+        self._states: LRU[str, dict[str, Any] | None] = LRU(MEMORY_ENTRIES)
+        self._keys_this_run: LRU[str, _KeyOwner] = LRU(MEMORY_ENTRIES)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- control ------------------------------------------------------------------------
@@ -421,8 +444,9 @@ class Runner:
             elif (note := self._duplicate_of(key, c, t.event_id)) is not None:
                 status = Status.DUPLICATE
             self._states[t.event_id] = after_state(before, attrs, c.merge_mode)
-            self._keys_this_run.setdefault(key, _KeyOwner(
-                c.row_key, t.event_id, c.row_number, _change(attrs, c.merge_mode)))
+            if key not in self._keys_this_run:
+                self._keys_this_run[key] = _KeyOwner(
+                    c.row_key, t.event_id, c.row_number, _change(attrs, c.merge_mode))
             intents.append(Intent(
                 row_key=c.row_key, event_id=t.event_id, idempotency_key=key,
                 timestamp=format_api(t.timestamp), merge_mode=c.merge_mode,
