@@ -44,6 +44,8 @@ from pipeline.runner import RunOptions
 from pipeline.sandbox.command import sandbox_command
 from pipeline.storage import is_remote, local_copy, sibling
 from pipeline.summary import print_plan_details, print_summary
+from pipeline.targets.mparticle import cli_options as mp_cli
+from pipeline.targets.mparticle.deliver import MParticleSetup
 from pipeline.timeutil import TimestampError, parse_timestamp
 
 
@@ -129,8 +131,13 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
 
 
 @contextlib.contextmanager
-def _target(api_url: str, token_file: Path | None, sandbox: bool) -> Iterator[Target]:
-    """The API to talk to; with --sandbox, an emulator started for the length of the run."""
+def _target(api_url: str, token_file: Path | None, sandbox: bool,
+            kw: dict[str, Any] | None = None, plan: bool = False
+            ) -> Iterator[tuple[Target | None, MParticleSetup | None]]:
+    """The APIs to talk to (Usermaven, mParticle; either may be None when not targeted);
+    with --sandbox, one emulator serving both, started for the length of the run."""
+    kw = kw or {}
+    usermaven, mparticle = mp_cli.wanted(kw)
     if sandbox:
         from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 
@@ -138,11 +145,16 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool) -> Iterator[Ta
             logging.getLogger("corrections").info(
                 "sandbox started at %s with sample_data/ events", server.url,
                 extra={"event": "sandbox", "url": server.url})
-            yield Target(server.url, SANDBOX_TOKEN, "sandbox")
+            yield (Target(server.url, SANDBOX_TOKEN, "sandbox") if usermaven else None,
+                   mp_cli.sandbox_setup(server.url, kw) if mparticle else None)
+        return
+    setup = mp_cli.remote_setup(kw, need_credentials=not plan) if mparticle else None
+    if not usermaven:
+        yield None, setup
         return
     token = check_token(read_token(token_file, lambda m: click.echo(f"corrections: warning: {m}",
                                                                      err=True)))
-    yield Target.remote(api_url, token)
+    yield Target.remote(api_url, token), setup
 
 
 def _run_options(kw: dict[str, Any]) -> RunOptions:
@@ -165,10 +177,13 @@ def _row_echo(verbose: bool, log_json: bool) -> Any:
 @main.command()
 @click.argument("sheet")
 @sheet_options
+@mp_cli.target_options
 @config_option
 def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
     """Check every row of SHEET offline and list the problems by row number.
 
+    With --target mparticle, rows are also checked against mParticle's documented limits
+    (user identity, attribute count, name and value lengths, batch size).
     Exits 0 when every row is valid, 2 otherwise. Sends nothing.
 
     \b
@@ -177,15 +192,17 @@ def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
     """
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with _sheet(sheet, defaults, sheet_name, "audit", None, None) as (job, _cp, _report):
-        _validate(job)
+        _validate(job, kw)
 
 
-def _validate(job: SheetJob) -> None:
+def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
 
     def on_problem(p: RowProblem) -> None:
         click.echo(str(p))
 
-    out = validate_sheet(job, on_problem)
+    usermaven, mparticle = mp_cli.wanted(kw or {})
+    out = validate_sheet(job, on_problem, usermaven=usermaven,
+                         mparticle=mp_cli.options_from(kw or {}) if mparticle else None)
     click.echo(f"{out.rows} rows: {out.valid} valid, {out.problems} invalid", err=True)
     sys.exit(out.exit_code)
 
@@ -194,6 +211,8 @@ def _validate(job: SheetJob) -> None:
 @click.argument("sheet")
 @sheet_options
 @api_options
+@mp_cli.target_options
+@mp_cli.mparticle_api_options
 @run_options
 @click.option("--report", metavar="PATH|s3://…",
               help="Audit report (.csv, .parquet, .jsonl; default <sheet stem>.audit.csv).")
@@ -207,6 +226,10 @@ def apply(sheet: str, **kw: Any) -> None:
     twice. Exit codes: 0 all rows succeeded, 1 some failed or are unresolved, 2 usage or
     sheet error, 3 authentication/fatal API error, 75 checkpoint locked, 130/143 interrupted.
 
+    With --target mparticle (repeatable with usermaven) each correction is also sent to the
+    mParticle Events API as data for the user; credentials from MPARTICLE_API_KEY and
+    MPARTICLE_API_SECRET. Each (row, target) has its own status.
+
     \b
     Example:
       export USERMAVEN_TOKEN=API_KEY.SERVER_TOKEN
@@ -217,11 +240,12 @@ def apply(sheet: str, **kw: Any) -> None:
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with (_sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
                  kw["checkpoint"]) as (job, checkpoint, report),
-          _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target):
+          _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, mparticle)):
         progress = RunProgress.for_terminal(estimate_rows(job.sheet), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
                               report=report, strict=kw["strict"], progress=progress,
-                              on_row=_row_echo(kw["verbose"], kw["log_format"] == "json"))
+                              on_row=_row_echo(kw["verbose"], kw["log_format"] == "json"),
+                              mparticle=mparticle)
     if not kw["quiet"]:
         print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
     sys.exit(outcome.exit_code)
@@ -231,6 +255,8 @@ def apply(sheet: str, **kw: Any) -> None:
 @click.argument("sheet")
 @sheet_options
 @api_options
+@mp_cli.target_options
+@mp_cli.mparticle_api_options
 @run_options
 @click.option("--report", metavar="PATH|s3://…",
               help="Plan report (default <sheet stem>.plan.csv).")
@@ -250,8 +276,9 @@ def plan(sheet: str, **kw: Any) -> None:
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None)
           as (job, _checkpoint, report),
-          _target(kw["api_url"], kw["token_file"], kw["sandbox"]) as target):
-        outcome = plan_sheet(job, target, _run_options(kw), report=report)
+          _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw, plan=True)
+          as (target, mparticle)):
+        outcome = plan_sheet(job, target, _run_options(kw), report=report, mparticle=mparticle)
     if not kw["quiet"]:
         print_plan_details(outcome)
         print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
@@ -279,12 +306,22 @@ def status(checkpoint: Path, as_json: bool) -> None:
                f"finished {last['finished_at'] or '— (killed or running)'}, "
                f"exit {last['exit_code'] if last['exit_code'] is not None else '—'}")
     click.echo(f"sheet:      {last['sheet']}")
-    click.echo("rows by status:")
-    for name, n in sorted(info["counts"].items(), key=lambda kv: -kv[1]):
-        click.echo(f"  {name:<10} {n:>8}")
-    click.echo(f"not done:   {info['left']} row(s) not in a success state; a rerun retries "
-               f"{info['retryable']} (pending/failed), and {info['unresolved']} more with "
-               "--retry-unresolved")
+    targets = info.get("targets") or {"usermaven": info["counts"]}
+    if "usermaven" in targets:
+        click.echo("rows by status:")
+        for name, n in sorted(info["counts"].items(), key=lambda kv: -kv[1]):
+            click.echo(f"  {name:<10} {n:>8}")
+        click.echo(f"not done:   {info['left']} row(s) not in a success state; a rerun "
+                   f"retries {info['retryable']} (pending/failed), and {info['unresolved']} "
+                   "more with --retry-unresolved")
+    mparticle = targets.get("mparticle")
+    if mparticle is not None:
+        click.echo("mparticle rows by status:")
+        for name, n in sorted(mparticle.items(), key=lambda kv: -kv[1]):
+            click.echo(f"  {name:<10} {n:>8}")
+        left = sum(n for s, n in mparticle.items() if s not in ("accepted", "duplicate"))
+        click.echo(f"mparticle not done: {left} row(s); a rerun resends pending and failed "
+                   "batches byte for byte (mParticle drops what it already has)")
 
 
 @main.command()

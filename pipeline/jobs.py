@@ -26,9 +26,20 @@ from pipeline.errors import SheetError
 from pipeline.lock import RunLock
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
-from pipeline.report import report_format, write_report
-from pipeline.runner import Runner, RunOptions, RunResult
+from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
+from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
 from pipeline.sheet import fingerprint
+from pipeline.targets import MPARTICLE, USERMAVEN
+from pipeline.targets.mparticle.deliver import MParticleResult, MParticleSetup, rows_left
+from pipeline.targets.mparticle.deliver import deliver as deliver_mparticle
+from pipeline.targets.mparticle.ledger import (
+    Ledger,
+    has_ledger,
+    known_targets,
+    remember_targets,
+    report_lines,
+)
+from pipeline.targets.mparticle.mapping import MParticleOptions, offline_problem
 from pipeline.timeutil import utcnow
 from pipeline.validate import validate_batches
 
@@ -95,12 +106,18 @@ class ValidationOutcome:
 
 
 def validate_sheet(job: SheetJob,
-                   on_problem: Callable[[RowProblem], None] | None = None) -> ValidationOutcome:
-    """Read and check every row offline; problems go to `on_problem` as they are found."""
+                   on_problem: Callable[[RowProblem], None] | None = None, *,
+                   mparticle: MParticleOptions | None = None,
+                   usermaven: bool = True) -> ValidationOutcome:
+    """Read and check every row offline; problems go to `on_problem` as they are found.
+
+    With `mparticle`, rows are also checked against mParticle's documented limits.
+    """
     out = ValidationOutcome()
     for batch in job.batches():
         for item in batch:
             out.rows += 1
+            item = _mparticle_problem(item, mparticle, usermaven)
             if isinstance(item, RowProblem):
                 out.problems += 1
                 if on_problem is not None:
@@ -124,52 +141,86 @@ class ApplyOutcome:
     rows_gone: int
     exit_code: int
     preview: list[dict[str, Any]] = field(default_factory=list)
+    targets: tuple[str, ...] = (USERMAVEN,)
+    #: rows by status, per target (the summary's `target` dimension)
+    by_target: dict[str, dict[str, int]] = field(default_factory=dict)
+    mparticle: MParticleResult | None = None
 
 
-def apply_sheet(job: SheetJob, target: Target, options: RunOptions, *, checkpoint: Path,
-                report: Path | str, strict: bool = False,
+def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
+                checkpoint: Path, report: Path | str, strict: bool = False,
                 transport: httpx.AsyncBaseTransport | None = None,
                 on_row: Callable[[int, Status, str | None], None] | None = None,
                 install_signals: bool = True,
-                progress: RunProgress | None = None) -> ApplyOutcome:
-    """The whole run: lock, checkpoint, resolve, mutate, report. Safe to repeat."""
+                progress: RunProgress | None = None,
+                mparticle: MParticleSetup | None = None) -> ApplyOutcome:
+    """The whole run: lock, checkpoint, resolve, mutate, report. Safe to repeat.
+
+    `target` is Usermaven (None: not targeted); `mparticle` adds (or is) the second target,
+    delivered after Usermaven so each event's time and key come from its lookup.
+    """
     report_format(report)
+    if target is None and mparticle is None:
+        raise SheetError("no target: give --target usermaven and/or --target mparticle")
     if strict:
-        _refuse_invalid(job)
+        _refuse_invalid(job, mparticle.options if mparticle else None,
+                        usermaven=target is not None)
     with RunLock(checkpoint):
         cp = Checkpoint(checkpoint)
         try:
-            cp.bind_target(target.identity or target.api_url, workspace_id(target.token))
+            if target is not None:
+                cp.bind_target(target.identity or target.api_url, workspace_id(target.token))
+            if mparticle is not None:
+                Ledger(cp).bind(mparticle.target.name, mparticle.target.workspace)
             return _run(job, target, options, cp, checkpoint, report, transport, on_row,
                         install_signals, progress,
-                        command="plan" if options.plan_only else "apply")
+                        command="plan" if options.plan_only else "apply", mparticle=mparticle)
         finally:
             cp.close()
 
 
-def plan_sheet(job: SheetJob, target: Target, options: RunOptions, *, report: Path | str,
+def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
+               report: Path | str,
                transport: httpx.AsyncBaseTransport | None = None,
                on_row: Callable[[int, Status, str | None], None] | None = None,
-               preview: int = 200) -> ApplyOutcome:
-    """Lookups only: what `apply` would do, in a throwaway checkpoint; nothing is mutated."""
+               preview: int = 200, mparticle: MParticleSetup | None = None) -> ApplyOutcome:
+    """Lookups only: what `apply` would do, in a throwaway checkpoint; nothing is mutated.
+
+    For mParticle the batches are built and routed but not sent (status `planned`).
+    """
     opts = RunOptions(**{**options.__dict__, "plan_only": True})
     with tempfile.TemporaryDirectory(prefix="corrections-plan-") as tmp:
         cp_path = Path(tmp) / "plan.sqlite"
         outcome = apply_sheet(job, target, opts, checkpoint=cp_path, report=report,
-                              transport=transport, on_row=on_row)
+                              transport=transport, on_row=on_row, mparticle=mparticle)
         cp = Checkpoint(cp_path)
         try:
-            outcome.preview = list(itertools.islice(cp.report_rows(), preview))
+            outcome.preview = list(itertools.islice(
+                report_lines(cp, None, outcome.targets), preview))
         finally:
             cp.close()
         return outcome
 
 
-def _refuse_invalid(job: SheetJob) -> None:
+def _mparticle_problem(item: Correction | RowProblem, options: MParticleOptions | None,
+                       usermaven: bool) -> Correction | RowProblem:
+    """A valid row that mParticle could not take, as a problem (when mParticle is a target)."""
+    if options is None or isinstance(item, RowProblem):
+        return item
+    problem = offline_problem(item, options, usermaven=usermaven)
+    if problem is None:
+        return item
+    return RowProblem(item.row_number, item.row_key, problem.column,
+                      f"mparticle: {problem.message}")
+
+
+def _refuse_invalid(job: SheetJob, mparticle: MParticleOptions | None = None,
+                    usermaven: bool = True) -> None:
     problems: list[str] = []
     n = 0
     for batch in job.batches():
         for item in batch:
+            item = _mparticle_problem(item, mparticle, usermaven)
             if isinstance(item, RowProblem):
                 n += 1
                 if len(problems) < 20:
@@ -182,21 +233,31 @@ def _refuse_invalid(job: SheetJob) -> None:
         )
 
 
-def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_path: Path,
-         report: Path | str, transport: httpx.AsyncBaseTransport | None,
+def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoint,
+         cp_path: Path, report: Path | str, transport: httpx.AsyncBaseTransport | None,
          on_row: Callable[[int, Status, str | None], None] | None, install_signals: bool,
-         progress: RunProgress | None, command: str) -> ApplyOutcome:
+         progress: RunProgress | None, command: str,
+         mparticle: MParticleSetup | None = None) -> ApplyOutcome:
     run_id = new_run_id()
-    safe_options = {k: v for k, v in options.__dict__.items()}
+    targets = tuple(t for t, on in ((USERMAVEN, target is not None),
+                                    (MPARTICLE, mparticle is not None)) if on)
+    safe_options: dict[str, Any] = {k: v for k, v in options.__dict__.items()}
+    safe_options["targets"] = list(targets)
+    if mparticle is not None:
+        safe_options["mparticle"] = {**mparticle.options.__dict__,
+                                     "url": mparticle.target.name}
     generation = cp.start_run(run_id, command, job.name, fingerprint(job.sheet),
                               safe_options)
+    remember_targets(cp, targets)
     log.info("run %s started on %s", run_id, job.name,
              extra={"event": "run_start", "run_id": run_id, "sheet": job.name,
-                    "api_url": target.api_url, "options": safe_options})
+                    "api_url": target.api_url if target else None,
+                    "options": safe_options})
 
     early: list[int] = []  # a signal that arrives before the event loop takes over
 
     async def go() -> tuple[RunResult, int | None]:
+        assert target is not None
         http = make_http_client(target.api_url, concurrency=options.concurrency,
                                 timeout=options.timeout, transport=transport)
         async with http:
@@ -219,24 +280,72 @@ def _run(job: SheetJob, target: Target, options: RunOptions, cp: Checkpoint, cp_
                     loop.remove_signal_handler(sig)
             return result, runner.signal_number
 
+    mp: MParticleResult | None = None
     with _signals_noted(early, install_signals):
         try:
-            result, signum = asyncio.run(go())
+            if target is not None:
+                result, signum = asyncio.run(go())
+            else:
+                result, signum = _no_usermaven(run_id), None
+            if mparticle is not None:
+                mp = _deliver_mparticle(cp, job, mparticle, options, result, signum, run_id,
+                                        generation, usermaven=target is not None,
+                                        install_signals=install_signals, early=early)
+                signum = signum if signum is not None else mp.signal_number
         finally:
             if progress is not None:
                 progress.close()
-    counts = cp.status_counts(generation)
-    events = cp.mutation_counts(generation)
+    by_target: dict[str, dict[str, int]] = {}
+    counts: dict[str, int] = {}
+    events: dict[str, int] = {}
+    if target is not None:
+        counts = by_target[USERMAVEN] = cp.status_counts(generation)
+        events = cp.mutation_counts(generation)
+    if mp is not None:
+        by_target[MPARTICLE] = Ledger(cp).row_counts(generation)
+        if target is None:
+            counts = by_target[MPARTICLE]
+            result.totals.rows_new, result.totals.rows_done = mp.rows_new, mp.rows_done
     gone = cp.rows_gone(generation)
-    exit_code = _exit_code(result, counts, signum)
-    lines = write_report(cp.report_rows(generation), report)
-    cp.finish_run(run_id, exit_code=exit_code, requests=result.requests,
-                  retries=result.retries, rows_new=result.totals.rows_new,
+    exit_code = _exit_code(result, by_target.get(USERMAVEN, {}), signum)
+    if mp is not None and mp.fatal:
+        exit_code = EXIT_FATAL
+    elif mp is not None and exit_code == EXIT_OK and rows_left(by_target[MPARTICLE]):
+        exit_code = EXIT_ROWS
+    columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
+    lines = write_report(report_lines(cp, generation, targets), report, columns=columns)
+    requests = result.requests + (mp.requests if mp else 0)
+    retries = result.retries + (mp.retries if mp else 0)
+    cp.finish_run(run_id, exit_code=exit_code, requests=requests,
+                  retries=retries, rows_new=result.totals.rows_new,
                   rows_done=result.totals.rows_done, rows_gone=gone)
     log.info("run %s finished: exit %s, %s report lines in %s", run_id, exit_code, lines, report,
              extra={"event": "run_end", "run_id": run_id, "exit_code": exit_code,
-                    "counts": counts, "requests": result.requests, "retries": result.retries})
-    return ApplyOutcome(run_id, result, counts, events, report, cp_path, gone, exit_code)
+                    "counts": counts, "requests": requests, "retries": retries,
+                    "targets": by_target})
+    return ApplyOutcome(run_id, result, counts, events, report, cp_path, gone, exit_code,
+                        targets=targets, by_target=by_target, mparticle=mp)
+
+
+def _no_usermaven(run_id: str) -> RunResult:
+    """The Usermaven part of a run that does not target Usermaven: nothing done."""
+    return RunResult(run_id=run_id, exit_code=0, elapsed=0.0, requests=0, lookups=0,
+                     mutations=0, retries=0, throttled=0, totals=RunTotals())
+
+
+def _deliver_mparticle(cp: Checkpoint, job: SheetJob, setup: MParticleSetup,
+                       options: RunOptions, result: RunResult, signum: int | None, run_id: str,
+                       generation: int, *, usermaven: bool, install_signals: bool,
+                       early: list[int]) -> MParticleResult:
+    """mParticle after Usermaven; not at all when the Usermaven part stopped the run."""
+    if result.fatal or signum is not None or result.stop_reason:
+        why = result.fatal or result.stop_reason or "stopped"
+        log.warning("mparticle: nothing sent: the usermaven part stopped (%s); rerun to "
+                    "deliver", why, extra={"event": "mparticle_skipped", "reason": why})
+        return MParticleResult(skipped=why)
+    return deliver_mparticle(cp, setup, options, job.batches, run_id=run_id,
+                             generation=generation, usermaven=usermaven,
+                             install_signals=install_signals, early=early)
 
 
 @contextlib.contextmanager
@@ -288,6 +397,7 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
             "retryable": sum(n for s, n in counts.items()
                              if Status(s) in (Status.PENDING, Status.FAILED)),
             "unresolved": sum(n for s, n in counts.items() if Status(s) in UNRESOLVED),
+            "targets": _target_counts(cp, counts),
             "last_run": {k: last.get(k) for k in ("run_id", "command", "started_at",
                                                    "finished_at", "sheet", "exit_code",
                                                    "requests", "retries")},
@@ -296,10 +406,23 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
         cp.close()
 
 
+def _target_counts(cp: Checkpoint, counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Rows by status per target the last run delivered to."""
+    targets = known_targets(cp)
+    out: dict[str, dict[str, int]] = {}
+    if USERMAVEN in targets:
+        out[USERMAVEN] = counts
+    if MPARTICLE in targets and has_ledger(cp):
+        out[MPARTICLE] = Ledger(cp).row_counts(cp.current_generation())
+    return out
+
+
 def reemit_report(checkpoint: Path, out: Path | str) -> int:
     report_format(out)
     cp = open_existing(checkpoint)
     try:
-        return write_report(cp.report_rows(), out)
+        targets = known_targets(cp)
+        columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
+        return write_report(report_lines(cp, None, targets), out, columns=columns)
     finally:
         cp.close()

@@ -25,6 +25,7 @@ class Status(StrEnum):
     PLANNED = "planned"
     VERIFIED = "verified"
     MISMATCH = "mismatch"
+    ACCEPTED = "accepted"  # mParticle answered 202 for the batch carrying the correction
 
 
 #: States that count as done: a rerun skips them and they give exit code 0.
@@ -60,6 +61,11 @@ class Correction:
     lookup_value: str | None = None
     window: Window | None = None
     idempotency_key: str | None = None
+    #: mParticle user identities from `identity.<key>` cells (key → value), and the MPID cell.
+    identities: Mapping[str, str] = field(default_factory=dict)
+    mpid: str | None = None
+    #: The sheet's own time of the event (`timestamp` with event_id, else `event_time`).
+    event_time: datetime | None = None
 
     @property
     def needs_lookup(self) -> bool:

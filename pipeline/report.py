@@ -27,10 +27,22 @@ COLUMNS = (
     "timestamp", "idempotency_key", "merge_mode", "status", "mutation_id", "http_status",
     "attempts", "error", "attributes_before", "attributes_after", "applied_at", "run_id",
 )
+#: With mParticle among the targets: one line per (row, event, target), saying whose it is,
+#: plus mParticle's ids. With Usermaven alone the report keeps exactly `COLUMNS`.
+TARGET_COLUMNS = (
+    COLUMNS[:2] + ("target",) + COLUMNS[2:]
+    + ("source_message_id", "source_request_id", "endpoint")
+)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
 _INT_COLUMNS = {"row_number", "http_status", "attempts"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_SCHEMA = pa.schema([(c, pa.int64() if c in _INT_COLUMNS else pa.string()) for c in COLUMNS])
+
+
+def _schema(columns: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([(c, pa.int64() if c in _INT_COLUMNS else pa.string()) for c in columns])
+
+
+_SCHEMA = _schema(COLUMNS)
 
 
 def report_format(path: Path | str) -> str:
@@ -69,24 +81,24 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
 
 
 def write_report(rows: Iterable[Mapping[str, Any]], path: Path | str,
-                 batch_size: int = 10_000) -> int:
+                 batch_size: int = 10_000, columns: tuple[str, ...] = COLUMNS) -> int:
     """Write report lines to `path` (format by suffix; `s3://` too). Returns the line count."""
     if is_remote(path):
         with tempfile.TemporaryDirectory(prefix="corrections-report-") as tmp:
             local = Path(tmp) / remote_name(str(path))
-            n = write_report(rows, local, batch_size)
+            n = write_report(rows, local, batch_size, columns)
             upload(local, str(path))
             return n
     path = Path(path)
     fmt = report_format(path)
     if fmt == "csv":
         with _atomic(path, "text") as fh:
-            return _write_csv(rows, fh)
+            return _write_csv(rows, fh, columns)
     if fmt == "jsonl":
         with _atomic(path, "text") as fh:
-            return _write_jsonl(rows, fh)
+            return _write_jsonl(rows, fh, columns)
     with _atomic(path, "binary") as tmp:
-        return _write_parquet(rows, tmp, batch_size)
+        return _write_parquet(rows, tmp, batch_size, columns)
 
 
 def _cell(value: Any) -> str:
@@ -95,20 +107,22 @@ def _cell(value: Any) -> str:
     return neutralise(value if isinstance(value, str) else str(value))
 
 
-def _write_csv(rows: Iterable[Mapping[str, Any]], fh: TextIO) -> int:
+def _write_csv(rows: Iterable[Mapping[str, Any]], fh: TextIO,
+               columns: tuple[str, ...] = COLUMNS) -> int:
     writer = csv.writer(fh, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     n = 0
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+        writer.writerow([_cell(row.get(c)) for c in columns])
         n += 1
     return n
 
 
-def _write_jsonl(rows: Iterable[Mapping[str, Any]], fh: TextIO) -> int:
+def _write_jsonl(rows: Iterable[Mapping[str, Any]], fh: TextIO,
+                 columns: tuple[str, ...] = COLUMNS) -> int:
     n = 0
     for row in rows:
-        out = {c: row.get(c) for c in COLUMNS}
+        out = {c: row.get(c) for c in columns}
         for c in ("attributes_before", "attributes_after"):
             value = out[c]
             if isinstance(value, str):
@@ -118,27 +132,29 @@ def _write_jsonl(rows: Iterable[Mapping[str, Any]], fh: TextIO) -> int:
     return n
 
 
-def _write_parquet(rows: Iterable[Mapping[str, Any]], tmp: Path, batch_size: int) -> int:
+def _write_parquet(rows: Iterable[Mapping[str, Any]], tmp: Path, batch_size: int,
+                   columns: tuple[str, ...] = COLUMNS) -> int:
     n = 0
-    with pq.ParquetWriter(tmp, _SCHEMA) as writer:
+    schema = _SCHEMA if columns == COLUMNS else _schema(columns)
+    with pq.ParquetWriter(tmp, schema) as writer:
         batch: list[Mapping[str, Any]] = []
         for row in rows:
             batch.append(row)
             if len(batch) >= batch_size:
-                writer.write_table(_table(batch))
+                writer.write_table(_table(batch, schema))
                 n += len(batch)
                 batch = []
         if batch or n == 0:
-            writer.write_table(_table(batch))
+            writer.write_table(_table(batch, schema))
             n += len(batch)
     return n
 
 
-def _table(batch: list[Mapping[str, Any]]) -> pa.Table:
+def _table(batch: list[Mapping[str, Any]], schema: pa.Schema = _SCHEMA) -> pa.Table:
     cols = {}
-    for c in COLUMNS:
+    for c in schema.names:
         values = [r.get(c) for r in batch]
         if c not in _INT_COLUMNS:
             values = [None if v is None else str(v) for v in values]
         cols[c] = values
-    return pa.table(cols, schema=_SCHEMA)
+    return pa.table(cols, schema=schema)

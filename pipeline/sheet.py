@@ -40,6 +40,7 @@ from typing import Any
 
 from pipeline.errors import SheetError
 from pipeline.model import SheetDefaults
+from pipeline.targets.mparticle.limits import IDENTITY_KEYS, IDENTITY_PREFIX, MPID_COLUMN
 
 #: Largest cell accepted, in characters (about 1 MB).
 MAX_CELL_CHARS = 1 << 20
@@ -252,6 +253,8 @@ def _quoted(names: Sequence[str]) -> str:
 def _allowed(col: str, match: str | None) -> bool:
     if col in _KNOWN or col == match:
         return True
+    if col.startswith(IDENTITY_PREFIX) or col == MPID_COLUMN:  # mParticle's user
+        return col == MPID_COLUMN or col[len(IDENTITY_PREFIX):] in IDENTITY_KEYS
     return col.startswith(SET_PREFIX) and len(col) > len(SET_PREFIX)
 
 
@@ -265,13 +268,17 @@ def _unknown_message(unknown: list[str], match: str | None) -> str:
                          f"instead of {col!r}")
         elif col == SET_PREFIX:
             hints.append("'set.' needs an attribute name after the dot, e.g. set.final_price")
+        elif col.startswith(IDENTITY_PREFIX):
+            hints.append(f"{col!r} is not an mParticle identity; the Events API accepts "
+                         + ", ".join(IDENTITY_PREFIX + k for k in IDENTITY_KEYS))
         elif ";" in col or "\t" in col:
             hints.append("the header looks separated by ';' or tabs; save the sheet as "
                          "comma-separated CSV")
     hints.append("to write an attribute name the column set.<name> (e.g. set.final_price)")
     if not match:
         hints.append("to look events up by a column's values pass --match <column>")
-    return (f"{msg} Allowed columns: {', '.join(KNOWN_COLUMNS)}, set.<attribute>"
+    return (f"{msg} Allowed columns: {', '.join(KNOWN_COLUMNS)}, set.<attribute>, "
+            "identity.<key>, mpid (the mParticle user)"
             + (f" and {match!r} (--match)" if match else "") + ". Hint: " + "; ".join(hints)
             + ".")
 

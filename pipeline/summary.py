@@ -12,7 +12,8 @@ from pipeline.jobs import ApplyOutcome
 from pipeline.model import Status
 
 _ORDER = [s.value for s in (
-    Status.APPLIED, Status.UNCHANGED, Status.DUPLICATE, Status.PLANNED, Status.VERIFIED,
+    Status.APPLIED, Status.ACCEPTED, Status.UNCHANGED, Status.DUPLICATE, Status.PLANNED,
+    Status.VERIFIED,
     Status.INVALID, Status.NOT_FOUND, Status.AMBIGUOUS, Status.CONFLICT, Status.REJECTED,
     Status.FAILED, Status.MISMATCH, Status.PENDING,
 )]
@@ -40,14 +41,20 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
             "retries": r.retries, "throttled": r.throttled, "seconds": round(r.elapsed, 3),
             "report": str(outcome.report), "checkpoint": str(outcome.checkpoint),
             "exit_code": outcome.exit_code, "stopped": r.stop_reason,
+            "targets": outcome.by_target,
+            **({"mparticle": _mparticle_json(outcome)} if outcome.mparticle else {}),
             "level": "info", "msg": "summary",
         }, default=str), err=True)
         return
     echo(f"run {outcome.run_id} · {sheet}")
     echo(f"rows: {total} in the sheet · {t.rows_new} new · {t.rows_done} already done · "
          f"{outcome.rows_gone} gone since earlier runs")
-    for name in sorted(outcome.counts, key=lambda s: _ORDER.index(s) if s in _ORDER else 99):
-        echo(f"  {name:<10} {outcome.counts[name]:>8}")
+    if "mparticle" in outcome.targets:
+        for target, counts in outcome.by_target.items():
+            echo(f"{target}:")
+            _counts(echo, counts)
+    else:
+        _counts(echo, outcome.counts)
     echo(f"requests: {r.requests} ({r.lookups} lookups, {r.mutations} mutations) · "
          f"retries {r.retries} · throttled {r.throttled} · "
          f"{r.elapsed:.1f} s ({_rate(t.rows_worked, r.elapsed)})")
@@ -55,10 +62,40 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
         echo(f"reconciled without resending: {t.reconciled}")
     if r.stop_reason:
         echo(f"stopped: {r.stop_reason}")
+    if outcome.mparticle is not None:
+        _mparticle_lines(echo, outcome)
     echo(f"report: {outcome.report}")
     if outcome.checkpoint.exists():  # a plan's checkpoint is temporary
         echo(f"checkpoint: {outcome.checkpoint}")
     echo(f"exit {outcome.exit_code}: {_MEANING.get(outcome.exit_code, '')}")
+
+
+def _counts(echo: Any, counts: dict[str, int]) -> None:
+    for name in sorted(counts, key=lambda s: _ORDER.index(s) if s in _ORDER else 99):
+        echo(f"  {name:<10} {counts[name]:>8}")
+
+
+def _mparticle_json(outcome: ApplyOutcome) -> dict[str, Any]:
+    mp = outcome.mparticle
+    assert mp is not None
+    return {"requests": mp.requests, "batches_planned": mp.batches_planned,
+            "batches_sent": mp.batches_sent, "by_endpoint": mp.by_endpoint,
+            "retries": mp.retries, "throttled": mp.throttled, "seconds": round(mp.elapsed, 3),
+            "stopped": mp.stop_reason or mp.skipped, "fatal": mp.fatal}
+
+
+def _mparticle_lines(echo: Any, outcome: ApplyOutcome) -> None:
+    mp = outcome.mparticle
+    assert mp is not None
+    if mp.skipped:
+        echo(f"mparticle: nothing sent ({mp.skipped}); rerun to deliver")
+        return
+    where = ", ".join(f"{n} to {path}" for path, n in sorted(mp.by_endpoint.items()))
+    echo(f"mparticle: {mp.requests} requests · {mp.batches_sent} batches accepted"
+         + (f" ({where})" if where else "") + f" · retries {mp.retries} · "
+         f"throttled {mp.throttled} · {mp.elapsed:.1f} s")
+    if mp.stop_reason and mp.stop_reason != outcome.result.stop_reason:
+        echo(f"mparticle stopped: {mp.stop_reason}")
 
 
 def print_plan_details(outcome: ApplyOutcome, out: TextIO | None = None) -> None:
@@ -72,6 +109,8 @@ def print_plan_details(outcome: ApplyOutcome, out: TextIO | None = None) -> None
 
 def _plan_line(line: dict[str, Any]) -> str:
     head = f"row {line['row_number']}: {line['status']}"
+    if line.get("target"):
+        head = f"row {line['row_number']} → {line['target']}: {line['status']}"
     if line["event_id"]:
         head += f" {line['event_id']}"
     if line["status"] in ("planned", "unchanged") and line["attributes_after"]:

@@ -23,6 +23,9 @@ Rules (each problem names the row, the column and what to do):
   is 1–64 printable ASCII characters without spaces.
 * Structural cells (ids, times, types, keys, modes) are stripped of surrounding whitespace;
   attribute values and lookup values are kept exactly. Formula-looking text is just text.
+* mParticle user: `identity.<key>` cells and `mpid` are carried as stripped text (checked per
+  target by `pipeline.targets.mparticle.mapping`, so a row without a user still suits
+  Usermaven). They join the row key only when present, with the row's `event_time`.
 * Row key: `keys.row_key` of the effective, normalised correction (defaults applied, times in
   UTC ISO form with milliseconds), so it depends on content only. A problem row's key hashes its
   raw cells; a row that could not be parsed at all (no cells) hashes its number and problem.
@@ -45,6 +48,7 @@ from typing import Any
 from pipeline.keys import canonical_json, row_key
 from pipeline.model import MERGE_MODES, Correction, RowProblem, SheetDefaults, Window
 from pipeline.sheet import SET_PREFIX, RawRow, check_columns, columns, read_rows
+from pipeline.targets.mparticle.limits import IDENTITY_PREFIX, MPID_COLUMN
 from pipeline.timeutil import TimestampError, month_window, parse_timestamp
 
 #: Largest `event_attributes` the API accepts, as compact UTF-8 JSON.
@@ -186,10 +190,13 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
             "merge_mode": merge_mode,
             "idempotency_key": key,
         }
+        identities, mpid = _user(cells)
+        if identities or mpid is not None:  # only then: keys of other sheets stay as they were
+            content["user"] = {"identities": identities, "mpid": mpid}
         return Correction(
             row_number=raw.row_number, row_key=row_key(content), attributes=attrs,
             merge_mode=merge_mode, event_type=event_type, event_id=eid, timestamp=ts[0],
-            idempotency_key=key,
+            idempotency_key=key, identities=identities, mpid=mpid, event_time=ts[0],
         )
 
     event_type = get("event_type")
@@ -221,11 +228,29 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
         "merge_mode": merge_mode,
         "idempotency_key": key,
     }
+    identities, mpid = _user(cells)
+    event_time = None
+    if identities or mpid is not None:  # only then: keys of other sheets stay as they were
+        event_time = _cell_time(get("event_time"), "event_time")
+        content["user"] = {"identities": identities, "mpid": mpid,
+                           "event_time": event_time[1] if event_time else None}
     return Correction(
         row_number=raw.row_number, row_key=row_key(content), attributes=attrs,
         merge_mode=merge_mode, event_type=event_type, lookup_key=lookup_key,
         lookup_value=lookup_value, window=window, idempotency_key=key,
+        identities=identities, mpid=mpid, event_time=event_time[0] if event_time else None,
     )
+
+
+def _user(cells: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+    """The mParticle user: `identity.<key>` cells (stripped text) and the `mpid` cell."""
+    identities: dict[str, str] = {}
+    for col, value in cells.items():
+        if col[:9] == IDENTITY_PREFIX:
+            text = _structural(value)
+            if text is not None:
+                identities[col[9:]] = text
+    return identities, _structural(cells.get(MPID_COLUMN))
 
 
 def _structural(value: Any) -> str | None:

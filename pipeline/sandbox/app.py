@@ -1,5 +1,7 @@
 """The sandbox's aiohttp application: the two Usermaven endpoints, fault injection, controls.
 
+The mParticle Events API paths are mounted on the same app (`pipeline.sandbox.mparticle`).
+
 aiohttp is used because a handler can close the connection without answering, which is how
 `cut` and `apply_then_cut` faults look to a client (a dropped connection, never a 500).
 
@@ -23,6 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sandbox.faults import FaultInjector, FaultPlan
+from pipeline.sandbox.mparticle import MParticleState
+from pipeline.sandbox.mparticle import add_routes as add_mparticle_routes
 from pipeline.sandbox.store import EventStore, is_uuid
 from pipeline.timeutil import TimestampError, parse_timestamp
 
@@ -46,6 +50,7 @@ class SandboxState:
         self.tokens = frozenset(tokens)
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter({"lookup": 0, "mutation": 0})
+        self.mparticle = MParticleState()  # the mParticle Events API side (own counters)
 
     def count(self, endpoint: str) -> None:
         with self._lock:
@@ -56,11 +61,13 @@ class SandboxState:
         with self._lock:
             out["requests"] = dict(self.requests)
         out["faults"] = self.faults.stats()
+        out["mparticle"] = self.mparticle.stats()
         return out
 
     def reset(self) -> None:
         self.store.reset()
         self.faults.reset()
+        self.mparticle.reset()
         with self._lock:
             self.requests = Counter({"lookup": 0, "mutation": 0})
 
@@ -293,4 +300,5 @@ def make_app(
     app.router.add_post("/_sandbox/faults", _set_faults)
     app.router.add_post("/_sandbox/reset", _reset)
     app.router.add_post("/_sandbox/forget-keys", _forget_keys)
+    add_mparticle_routes(app, app[STATE].mparticle, injector)
     return app

@@ -1,0 +1,167 @@
+"""The mParticle Events API on the wire: Basic auth, one POST per call, every answer mapped once.
+
+Answers map onto the pipeline's exception tree so `pipeline.retry` paces and retries them like
+Usermaven's: 202 → accepted; 400 → `RejectedError` with mParticle's messages; 401/403 →
+`AuthError` (the run stops, exit 3); 429 → `RateLimited` (its `Retry-After` pauses every
+worker); 503/5xx, timeouts and cut connections → `TransientError`. The key and secret live in
+the Authorization header only: no URL, log line, exception or checkpoint ever holds them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from pipeline.client import check_api_url, retry_after_seconds
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    RateLimited,
+    RejectedError,
+    TransientError,
+    UsageError,
+)
+from pipeline.targets.mparticle.limits import PODS
+
+log = logging.getLogger("corrections")
+
+KEY_ENV = "MPARTICLE_API_KEY"
+SECRET_ENV = "MPARTICLE_API_SECRET"
+
+
+@dataclass(frozen=True)
+class MParticleTarget:
+    """Where batches go and the credentials to send them (held here only, never written)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    api_secret: str = field(repr=False)
+    identity: str = ""
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False,
+                                                        compare=False)
+
+    @property
+    def workspace(self) -> str:
+        """A stable, non-reversible name for the input: a hash of the API key."""
+        return hashlib.sha256(("mparticle:" + self.api_key).encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        return self.identity or self.base_url
+
+
+def base_url(pod: str | None, url: str | None) -> str:
+    """The Events API root for a pod name (US1, US2, EU1, AU1) or an explicit URL.
+
+    A URL may be given with or without its `/v2` suffix; plain http only to loopback.
+    """
+    if url:
+        try:
+            checked = check_api_url(url)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--api-url", "--mparticle-url")) from None
+        path = urlsplit(checked).path.rstrip("/")
+        return checked[: -len("/v2")] if path.endswith("/v2") else checked
+    name = (pod or "US1").upper()
+    if name not in PODS:
+        raise UsageError(f"--mparticle-pod {pod!r} is not a pod; use one of "
+                         f"{', '.join(PODS)} or --mparticle-url")
+    return PODS[name]
+
+
+def check_credentials(api_key: str, api_secret: str) -> tuple[str, str]:
+    key, secret = api_key.strip(), api_secret.strip()
+    if not key or not secret:
+        raise UsageError(f"no mParticle credentials: set {KEY_ENV} and {SECRET_ENV} (the "
+                         "server-to-server input's key and secret), or try --sandbox")
+    if any(ch.isspace() for ch in key + secret) or ":" in key:
+        raise UsageError(f"{KEY_ENV} / {SECRET_ENV} look malformed (whitespace, or ':' in the "
+                         "key); copy them again from the mParticle input's settings")
+    return key, secret
+
+
+@dataclass(frozen=True)
+class Accepted:
+    http_status: int
+    errors: tuple[str, ...] = ()
+
+
+class MParticleClient:
+    """POSTs bodies to the Events API; raises the pipeline's exceptions for every non-success."""
+
+    def __init__(self, http: httpx.AsyncClient, target: MParticleTarget) -> None:
+        self._http = http
+        token = base64.b64encode(f"{target.api_key}:{target.api_secret}".encode()).decode()
+        self._auth = {"Authorization": f"Basic {token}"}
+        self.requests = 0
+
+    async def post(self, path: str, body: bytes) -> Accepted:
+        self.requests += 1
+        try:
+            response = await self._http.post(path, content=body, headers=self._auth)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection failed ({type(exc).__name__})") from None
+        return interpret(response)
+
+
+def interpret(response: httpx.Response) -> Accepted:
+    status = response.status_code
+    messages = error_messages(response)
+    if 200 <= status < 300:
+        return Accepted(status, tuple(messages))
+    text = "; ".join(messages)
+    if status == 401:
+        raise AuthError(f"mParticle refused the request ({status}: authentication missing"
+                        f"{': ' + text if text else ''}); check {KEY_ENV} / {SECRET_ENV}",
+                        http_status=status)
+    if status == 403:
+        raise AuthError(f"mParticle refused the credentials ({status}{': ' + text if text else ''})"
+                        f"; check {KEY_ENV} / {SECRET_ENV}", http_status=status)
+    if status == 429:
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        which = response.headers.get("X-mp-rate-limit-exceeded")
+        log.warning("mParticle throttled the request (429, X-mp-rate-limit-exceeded: %s, "
+                    "Retry-After: %s)", which or "-", response.headers.get("Retry-After", "-"),
+                    extra={"event": "mparticle_throttled", "rate_limit_exceeded": which,
+                           "retry_after": retry_after})
+        raise RateLimited(f"throttled by mParticle (429, limit {which or 'unnamed'})",
+                          http_status=status, retry_after=retry_after)
+    if status == 503:
+        raise RateLimited(f"mParticle unavailable (503){': ' + text if text else ''}",
+                          http_status=status,
+                          retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+    if status >= 500:
+        raise TransientError(f"mParticle server error {status}{': ' + text if text else ''}",
+                             http_status=status)
+    if 400 <= status < 500:
+        raise RejectedError(text or f"refused with {status}", http_status=status)
+    raise ApiError(f"unexpected answer {status} from mParticle", http_status=status)
+
+
+def error_messages(response: httpx.Response) -> list[str]:
+    """mParticle's `{"errors": [{"code", "message"}]}` as text lines; else the raw body."""
+    if not response.content:
+        return []
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return [response.text[:300]]
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if isinstance(errors, list):
+        out = []
+        for e in errors[:20]:
+            if isinstance(e, dict):
+                code, message = e.get("code"), e.get("message")
+                out.append(f"{code}: {message}" if code else str(message))
+            else:
+                out.append(str(e))
+        return out
+    return [] if data in ({}, None, "") else [json.dumps(data, ensure_ascii=False)[:300]]
