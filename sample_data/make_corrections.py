@@ -75,6 +75,15 @@ ROWS: list[dict[str, str]] = [
 ]
 
 
+#: A small sheet for both targets: Usermaven finds each order, mParticle gets it per customer.
+BOTH_TARGETS = [
+    {"order_id": "ORD-1001", "identity.customer_id": "CUST-00107", "set.final_price": "109.99"},
+    {"order_id": "ORD-1002", "identity.customer_id": "CUST-00043", "set.final_price": "54.50"},
+    {"order_id": "ORD-1004", "identity.customer_id": "CUST-00010", "set.final_price": "21.99"},
+    {"order_id": "ORD-1005", "identity.customer_id": "CUST-00058", "set.final_price": "19.50"},
+]
+
+
 def main() -> None:
     with open(HERE / "corrections.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, COLUMNS, lineterminator="\n")
@@ -84,6 +93,10 @@ def main() -> None:
     table = pa.table({c: [row.get(c) or None for row in ROWS] for c in COLUMNS},
                      schema=pa.schema([(c, pa.string()) for c in COLUMNS]))
     pq.write_table(table, HERE / "corrections.parquet")
+    with open(HERE / "both_targets.csv", "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, list(BOTH_TARGETS[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(BOTH_TARGETS)
 
 
 if __name__ == "__main__":
