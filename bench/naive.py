@@ -15,10 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from common import (  # noqa: E402
+import httpx
+import pandas as pd
+from common import (
     SANDBOX_TOKEN,
     events_file,
     head_sheet,

@@ -30,6 +30,7 @@ from pipeline.errors import (
 )
 from pipeline.model import FoundEvent, Window
 from pipeline.timeutil import format_api, parse_event_time
+from pipeline.transport import AiohttpTransport
 
 LOOKUP_PATH = "/v1/event-mutation/lookup"
 MUTATION_PATH = "/v1/event-mutation"
@@ -103,7 +104,7 @@ def make_http_client(base_url: str, *, concurrency: int, timeout: float,
         base_url=base_url,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         limits=limits,
-        transport=transport,
+        transport=transport or AiohttpTransport(limit=max(1, concurrency) + 2),
         headers={"User-Agent": "corrections/0.1", "Content-Type": "application/json"},
         follow_redirects=False,
     )

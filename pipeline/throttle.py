@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +26,7 @@ class Throttle:
         self.limit = float(self.max_limit)
         self.max_wait = max_wait
         self._in_flight = 0
-        self._cond = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._resume_at = 0.0
         self._rate = AsyncLimiter(rate, 1.0) if rate else None
         self.pauses = 0
@@ -55,23 +56,44 @@ class Throttle:
     async def slot(self) -> AsyncIterator[None]:
         """One request's turn: after any pause, within the rate and the current limit."""
         await self._wait_for_pause()
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+        if self._in_flight < int(self.limit) and not self._waiters:
             self._in_flight += 1
+        else:
+            # wait in line; a finishing request hands its place over directly (FIFO)
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._release()  # the place was handed to us: pass it on
+                else:
+                    self._waiters.remove(fut)
+                raise
         try:
             if self._rate is not None:
                 await self._rate.acquire()
             await self._wait_for_pause()
             yield
         finally:
-            async with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
+            self._release()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < int(self.limit):
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._in_flight += 1
+                fut.set_result(None)
 
     def on_success(self) -> None:
         if self.limit < self.max_limit:
             # additive increase: about one slot per `limit` successes
             self.limit = min(float(self.max_limit), self.limit + 1.0 / self.limit)
+            self._wake()
 
     def on_pushback(self) -> None:
         """Multiplicative decrease when the API says it is overloaded."""

@@ -1,0 +1,60 @@
+"""CPU cost: user+sys seconds of the pipeline process per 1 000 corrections.
+
+Zero API latency, so the run is as CPU-bound as it gets; each correction is a lookup, a
+mutation, its checkpoint writes and its report line. The sandbox runs in its own process and
+is not counted. Default options (`--concurrency 8`), as a user would run it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    apply_argv,
+    env_for,
+    events_file,
+    report_counts,
+    require_ok,
+    run_measured,
+    sandbox,
+    sheet_file,
+    startup_cost,
+    verdict,
+    workdir,
+)
+
+ROWS = 20_000
+TARGET = 1.0
+
+
+def main() -> None:
+    events, sheet = events_file(ROWS), sheet_file(ROWS)
+    work = workdir("cpu")
+    with sandbox(events, 0.0) as sb:
+        cpu0 = sb.cpu_seconds()
+        m = run_measured(apply_argv(sheet, work), env_for(sb.url))
+        sandbox_cpu = sb.cpu_seconds() - cpu0
+        stats = sb.stats()
+    require_ok(m)
+    counts = report_counts(work / "audit.csv")
+    if counts.get("applied") != ROWS:
+        raise SystemExit(f"expected {ROWS} applied rows, the report says {counts}")
+    start = startup_cost()
+    per_k = m.cpu / (ROWS / 1000)
+    per_k_net = (m.cpu - start.cpu) / (ROWS / 1000)
+    requests = stats["requests"]["lookup"] + stats["requests"]["mutation"]
+    print(f"{ROWS} rows at 0 ms: {m.wall:.1f} s wall, pipeline CPU {m.cpu:.2f} s "
+          f"(user {m.user:.2f} + sys {m.sys:.2f}), peak RSS {m.maxrss_mb:.0f} MB; "
+          f"{requests} requests ({1000 * m.cpu / requests:.2f} ms CPU per request)")
+    print(f"  start-up alone: {start.cpu:.2f} s CPU → {per_k_net:.2f} s per 1 000 without it; "
+          f"sandbox process used {sandbox_cpu:.2f} s CPU "
+          f"({1000 * sandbox_cpu / requests:.2f} ms per request)")
+    verdict("cpu", f"{per_k:.2f} s CPU per 1 000 corrections", f"<= {TARGET:g} s",
+            per_k <= TARGET, {"cpu_per_1000": per_k, "wall": m.wall})
+
+
+if __name__ == "__main__":
+    main()
