@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,7 @@ class Checkpoint:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._last_commit = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
@@ -185,7 +188,42 @@ class Checkpoint:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
+
+    # -- transactions -------------------------------------------------------------------
+    #
+    # Intents are committed at once (they must be durable before a request leaves).
+    # Outcomes and row statuses are written in the open transaction and committed with the
+    # next intent, or at least every quarter second: losing them to a SIGKILL only means
+    # the next run resends under the same keys, and the API replays its first answer.
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Commit this work now, together with any deferred writes before it."""
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        self._last_commit = time.monotonic()
+
+    def _deferred(self, sql: str, params: Sequence[Any]) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+        self.db.execute(sql, params)
+
+    def commit(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+        self._last_commit = time.monotonic()
+
+    def commit_if_due(self, seconds: float = 0.25) -> None:
+        if self.db.in_transaction and time.monotonic() - self._last_commit >= seconds:
+            self.commit()
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -193,8 +231,7 @@ class Checkpoint:
                   options: Mapping[str, Any]) -> int:
         """Open a run and a new sheet generation; rows met in this run join it."""
         generation = int(self.meta("generation") or 0) + 1
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             self._set_meta("generation", str(generation))
             self._set_meta("sheet_fingerprint", fingerprint)
             self.db.execute(
@@ -286,8 +323,7 @@ class Checkpoint:
                 continue
             resume_keys.append(it.row_key)
             reg.todo.append((it, RowState(status, ())))
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.transaction():
             if inserts:
                 self.db.executemany(
                     "INSERT OR REPLACE INTO rows (row_key, row_number, generation, status, "
@@ -316,7 +352,7 @@ class Checkpoint:
 
     def set_row_status(self, row_key: str, status: Status, run_id: str,
                        error: str | None = None) -> None:
-        self.db.execute(
+        self._deferred(
             "UPDATE rows SET status = ?, error = ?, run_id = ?, updated_at = ? WHERE row_key = ?",
             (status.value, error, run_id, utcnow().isoformat(), row_key),
         )
@@ -355,8 +391,7 @@ class Checkpoint:
     def record_intents(self, intents: Sequence[Intent], run_id: str) -> None:
         """Commit what is about to be sent (or decided without sending) in one transaction."""
         now = utcnow().isoformat()
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.transaction():
             self.db.executemany(
                 "INSERT INTO mutations (row_key, event_id, seq, idempotency_key, timestamp, "
                 "merge_mode, attributes_before, attributes_after, status, attempts, intent_at, "
@@ -377,7 +412,7 @@ class Checkpoint:
                        http_status: int | None = None, error: str | None = None,
                        note: str | None = None) -> None:
         applied_at = utcnow().isoformat() if status is Status.APPLIED else None
-        self.db.execute(
+        self._deferred(
             "UPDATE mutations SET status = ?, mutation_id = COALESCE(?, mutation_id), "
             "http_status = ?, attempts = ?, error = ?, note = COALESCE(?, note), "
             "applied_at = COALESCE(?, applied_at), run_id = ? "
@@ -387,20 +422,20 @@ class Checkpoint:
         )
 
     def record_note(self, row_key: str, event_id: str, note: str) -> None:
-        self.db.execute("UPDATE mutations SET note = ? WHERE row_key = ? AND event_id = ?",
+        self._deferred("UPDATE mutations SET note = ? WHERE row_key = ? AND event_id = ?",
                         (note, row_key, event_id))
 
     def record_outcome_status(self, row_key: str, event_id: str, status: Status, run_id: str,
                               note: str) -> None:
         """Verification's verdict on an applied mutation; keeps its mutation_id."""
-        self.db.execute(
+        self._deferred(
             "UPDATE mutations SET status = ?, note = ?, run_id = COALESCE(?, run_id) "
             "WHERE row_key = ? AND event_id = ?",
             (status.value, note, run_id or None, row_key, event_id),
         )
 
     def refresh_intent_time(self, row_key: str, event_id: str) -> None:
-        self.db.execute(
+        self._deferred(
             "UPDATE mutations SET intent_at = ? WHERE row_key = ? AND event_id = ?",
             (utcnow().isoformat(), row_key, event_id),
         )

@@ -272,6 +272,7 @@ class Runner:
         finally:
             await queue.put(None)
             await self._drain(sequencer)
+            self.cp.commit()
         return self._result(started)
 
     async def _drain(self, sequencer: asyncio.Task[None]) -> None:
@@ -497,6 +498,7 @@ class Runner:
     def _finish_row(self, job: _RowJob, status: Status, error: str | None,
                     window: asyncio.Semaphore) -> None:
         self.cp.set_row_status(job.correction.row_key, status, self.run_id, error)
+        self.cp.commit_if_due()
         window.release()
         self.progress.retries = self.stats.retries
         self.progress.row(status)

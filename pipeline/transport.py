@@ -9,6 +9,7 @@ that, which is what lets a 2-core machine keep the API's politeness limit busy.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 
 import aiohttp
 import httpx
@@ -25,12 +26,25 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, limit: int) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        """The proxy the environment names for this host (HTTPS_PROXY, NO_PROXY, ...)."""
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            proxy = urllib.request.getproxies().get(url.scheme)
+            if proxy and urllib.request.proxy_bypass(url.host):
+                proxy = None
+            self._proxies[key] = proxy
+        return self._proxies[key]
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit,
                                              enable_cleanup_closed=False)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True,
+            # trust_env would read ~/.netrc in a thread on every request; proxies are looked
+            # up once per host instead (`_proxy`)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                                   cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
@@ -43,7 +57,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with session.request(request.method, str(request.url), headers=headers,
                                        data=request.content, allow_redirects=False,
-                                       timeout=timeout) as resp:
+                                       timeout=timeout, proxy=self._proxy(request.url)) as resp:
                 body = await resp.read()
                 out_headers = [(k, v) for k, v in resp.headers.items()
                                if k.lower() not in _DROP_RESPONSE]

@@ -102,8 +102,7 @@ class Ledger:
         known_url = self.cp.meta(f"{self.target}_url")
         known_ws = self.cp.meta(f"{self.target}_workspace")
         if known_url is None:
-            with self.db:
-                self.db.execute("BEGIN")
+            with self.cp.transaction():
                 self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                     [(f"{self.target}_url", url),
                                      (f"{self.target}_workspace", workspace)])
@@ -145,8 +144,7 @@ class Ledger:
                     placeholders: Sequence[Placeholder], *, status: str, run_id: str) -> None:
         """Commit intents (batches and their deliveries) before anything is sent."""
         now = utcnow().isoformat()
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self.cp.transaction():
             self.db.executemany(
                 "DELETE FROM deliveries WHERE target = ? AND row_key = ? AND batch_id IS NULL",
                 [(self.target, k) for k in replanned])
@@ -210,8 +208,7 @@ class Ledger:
         """One request's answer for its batches and their deliveries, in one transaction."""
         now = utcnow().isoformat()
         accepted_at = now if status == "accepted" else None
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.cp.transaction():
             for batch_id in batch_ids:
                 self.db.execute(
                     "UPDATE delivery_batches SET status = ?, http_status = ?, "
