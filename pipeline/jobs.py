@@ -41,6 +41,7 @@ from pipeline.targets.mparticle.ledger import (
 )
 from pipeline.targets.mparticle.mapping import MParticleOptions, offline_problem
 from pipeline.timeutil import utcnow
+from pipeline.transport import AiohttpTransport
 from pipeline.validate import validate_batches
 
 log = logging.getLogger("corrections")
@@ -258,10 +259,11 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
 
     async def go() -> tuple[RunResult, int | None]:
         assert target is not None
+        wire = transport or AiohttpTransport(limit=options.concurrency + 2)
         http = make_http_client(target.api_url, concurrency=options.concurrency,
-                                timeout=options.timeout, transport=transport)
+                                timeout=options.timeout, transport=wire)
         async with http:
-            client = UsermavenClient(http, target.token)
+            client = UsermavenClient(http, target.token, transport=wire)
             runner = Runner(cp, client, options, run_id=run_id, generation=generation,
                             on_row=on_row, progress=progress)
             loop = asyncio.get_running_loop()
