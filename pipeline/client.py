@@ -152,11 +152,13 @@ class UsermavenClient:
         events = [_found_event(item) for item in items]
         return events, len(items)
 
-    async def mutate(self, event_id: str, timestamp: datetime, attributes: Mapping[str, Any],
-                     merge_mode: str, idempotency_key: str) -> MutationResult:
+    async def mutate(self, event_id: str, timestamp: datetime | str,
+                     attributes: Mapping[str, Any], merge_mode: str,
+                     idempotency_key: str) -> MutationResult:
+        """`timestamp`: a datetime, or text already in the API's form (`format_api`)."""
         body = {
             "event_id": event_id,
-            "timestamp": format_api(timestamp),
+            "timestamp": timestamp if isinstance(timestamp, str) else format_api(timestamp),
             "event_attributes": attributes,
             "merge_mode": merge_mode,
             "idempotency_key": idempotency_key,

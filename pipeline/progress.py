@@ -9,17 +9,10 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 from pipeline.model import Status
 
@@ -53,6 +46,15 @@ class RunProgress:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if enabled:
+            from rich.console import Console  # only a terminal needs it
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             console = Console(file=stream or sys.stderr, force_terminal=True)
             self._progress = Progress(
                 TextColumn("[bold]rows"), BarColumn(), MofNCompleteColumn(),

@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from pipeline.errors import UsageError
 from pipeline.storage import is_remote, remote_name, upload
@@ -39,10 +39,9 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _schema(columns: tuple[str, ...]) -> pa.Schema:
+    import pyarrow as pa  # only Parquet reports need it: keeps start-up short
+
     return pa.schema([(c, pa.int64() if c in _INT_COLUMNS else pa.string()) for c in columns])
-
-
-_SCHEMA = _schema(COLUMNS)
 
 
 def report_format(path: Path | str) -> str:
@@ -135,7 +134,9 @@ def _write_jsonl(rows: Iterable[Mapping[str, Any]], fh: TextIO,
 def _write_parquet(rows: Iterable[Mapping[str, Any]], tmp: Path, batch_size: int,
                    columns: tuple[str, ...] = COLUMNS) -> int:
     n = 0
-    schema = _SCHEMA if columns == COLUMNS else _schema(columns)
+    import pyarrow.parquet as pq
+
+    schema = _schema(columns)
     with pq.ParquetWriter(tmp, schema) as writer:
         batch: list[Mapping[str, Any]] = []
         for row in rows:
@@ -150,7 +151,9 @@ def _write_parquet(rows: Iterable[Mapping[str, Any]], tmp: Path, batch_size: int
     return n
 
 
-def _table(batch: list[Mapping[str, Any]], schema: pa.Schema = _SCHEMA) -> pa.Table:
+def _table(batch: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
+
     cols = {}
     for c in schema.names:
         values = [r.get(c) for r in batch]

@@ -67,9 +67,25 @@ async def call_with_retry(
     """Run `fn` in a throttle slot until it succeeds, fails for good, or attempts run out.
 
     Returns the result and the number of attempts made; on giving up, the last exception is
-    raised with an `attempts` attribute.
+    raised with an `attempts` attribute. Most calls succeed at once, so the first attempt
+    runs without tenacity's machinery; a failure hands over to it as its attempt 1.
     """
-    attempts = 0
+    attempts = 1
+    if on_attempt is not None:
+        on_attempt(1)
+    try:
+        async with throttle.slot():
+            result = await fn()
+        throttle.on_success()
+        return result, 1
+    except TransientError as exc:
+        first: TransientError | None = exc
+        if policy.max_attempts <= 1:
+            exc.attempts = 1  # type: ignore[attr-defined]
+            raise
+    except BaseException as exc:
+        exc.attempts = 1  # type: ignore[attr-defined]
+        raise
 
     def before_sleep(state: RetryCallState) -> None:
         stats.retries += 1
@@ -98,6 +114,9 @@ async def call_with_retry(
     try:
         async for attempt in retrying:
             with attempt:
+                if first is not None:  # replay the first attempt's failure to tenacity
+                    failed, first = first, None
+                    raise failed
                 attempts += 1
                 if on_attempt is not None:
                     on_attempt(attempts)

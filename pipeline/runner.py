@@ -368,45 +368,64 @@ class Runner:
 
     async def _sequence(self, queue: asyncio.Queue[_RowJob | None],
                         window: asyncio.Semaphore) -> None:
-        while (job := await queue.get()) is not None:
-            try:
-                await self._sequence_row(job, window)
-            except Exception:
-                window.release()
-                raise
+        """Rows in sheet order; rows already resolved are taken together, so their intents
+        share one commit."""
+        held: list[_RowJob | None] = []
+        while True:
+            job = held.pop() if held else await queue.get()
+            if job is None:
+                return
+            await asyncio.wait({job.prepared})
+            group = [job]
+            while len(group) < 256 and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None or not nxt.prepared.done():
+                    held.append(nxt)
+                    break
+                group.append(nxt)
+            planned = [(j, self._plan_row(j, window)) for j in group]
+            fresh = [i for _, p in planned if p is not None and p[1] for i in p[0]]
+            if fresh:
+                self.cp.record_intents(fresh, self.run_id)
+            for j, p in planned:
+                if p is not None:
+                    self._dispatch(j, p[0], window)
 
-    async def _sequence_row(self, job: _RowJob, window: asyncio.Semaphore) -> None:
+    def _plan_row(self, job: _RowJob,
+                  window: asyncio.Semaphore) -> tuple[list[Intent], bool] | None:
+        """The row's intents (and whether they are new), or None when the row is finished."""
         c = job.correction
         try:
-            resolution, targets, existing = await job.prepared
+            resolution, targets, existing = job.prepared.result()
         except asyncio.CancelledError:
             window.release()
             raise
         except (AuthError, FatalApiError) as exc:
             self._fatal(exc)
             window.release()
-            return
+            return None
         except RetryAfterTooLong as exc:
             self.request_stop(reason=str(exc))
             window.release()
-            return
+            return None
         except NotFoundError as exc:
             self._finish_row(job, Status.NOT_FOUND, f"lookup: {exc}", window)
-            return
+            return None
         except RejectedError as exc:
             self._finish_row(job, Status.REJECTED, f"lookup refused: {exc}", window)
-            return
+            return None
         except (TransientError, ConflictError) as exc:
             self._finish_row(job, Status.FAILED, f"lookup failed: {exc}", window)
-            return
+            return None
         if resolution.status is not Status.PENDING:
             self._finish_row(job, resolution.status, resolution.error, window)
-            return
+            return None
         if existing:
-            intents = existing
-        else:
-            intents = self._decide(c, targets)
-            self.cp.record_intents(intents, self.run_id)
+            return existing, False
+        return self._decide(c, targets), True
+
+    def _dispatch(self, job: _RowJob, intents: list[Intent], window: asyncio.Semaphore) -> None:
+        """Start sending a row's intents (committed by now), chained per event."""
         to_send = [i for i in intents if i.status in _RESEND]
         for i in intents:
             if i.status not in _RESEND:
@@ -525,7 +544,6 @@ class Runner:
     async def _mutate(self, intent: Intent) -> tuple[Status, dict[str, Any]]:
         if self.stopping:
             return Status.PENDING, {"attempts": intent.attempts}
-        timestamp = parse_timestamp(intent.timestamp)
         tries = 0
 
         def count(n: int) -> None:
@@ -536,8 +554,9 @@ class Runner:
 
         try:
             result, _ = await call_with_retry(
-                lambda: self.client.mutate(intent.event_id, timestamp, intent.attributes_after,
-                                           intent.merge_mode, intent.idempotency_key),
+                lambda: self.client.mutate(intent.event_id, intent.timestamp,
+                                           intent.attributes_after, intent.merge_mode,
+                                           intent.idempotency_key),
                 throttle=self.throttle, policy=self.policy, stats=self.stats, on_attempt=count,
             )
         except NotFoundError as exc:
