@@ -8,12 +8,14 @@ identified by content (row key), so a sheet edited between runs still lines up.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,13 @@ from pipeline.model import (
 from pipeline.timeutil import utcnow
 
 SCHEMA_VERSION = 1
+
+#: The audit report's columns, in order (`pipeline.report` writes them).
+REPORT_COLUMNS = (
+    "row_number", "row_key", "event_type", "lookup_key", "lookup_value", "event_id",
+    "timestamp", "idempotency_key", "merge_mode", "status", "mutation_id", "http_status",
+    "attempts", "error", "attributes_before", "attributes_after", "applied_at", "run_id",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +68,13 @@ CREATE TABLE IF NOT EXISTS mutations (
     PRIMARY KEY (row_key, event_id)
 );
 CREATE INDEX IF NOT EXISTS mutations_by_key ON mutations (idempotency_key);
+"""
+
+# Indexes that make a rerun of a finished million-row sheet cheap (counts without scans);
+# also added to checkpoints made before they existed.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS rows_by_status ON rows (generation, status);
+CREATE INDEX IF NOT EXISTS mutations_by_status ON mutations (status);
 """
 
 
@@ -135,8 +151,9 @@ class Checkpoint:
             self.db.execute("PRAGMA busy_timeout=5000")
             if existed:
                 self._check_existing()
+                self.db.executescript(_INDEXES)
             else:
-                self.db.executescript(_SCHEMA)
+                self.db.executescript(_SCHEMA + _INDEXES)
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 self._set_meta("created_at", utcnow().isoformat())
                 self._set_meta("generation", "0")
@@ -228,9 +245,13 @@ class Checkpoint:
     # -- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, command: str, sheet: str, fingerprint: str,
-                  options: Mapping[str, Any]) -> int:
-        """Open a run and a new sheet generation; rows met in this run join it."""
-        generation = int(self.meta("generation") or 0) + 1
+                  options: Mapping[str, Any], *, same_sheet: bool = False) -> int:
+        """Open a run and a new sheet generation; rows met in this run join it.
+
+        `same_sheet`: the sheet is the one the current generation holds completely (see
+        `sheet_complete`), so the run keeps that generation instead of re-registering it.
+        """
+        generation = int(self.meta("generation") or 0) + (0 if same_sheet else 1)
         with self.transaction():
             self._set_meta("generation", str(generation))
             self._set_meta("sheet_fingerprint", fingerprint)
@@ -250,6 +271,44 @@ class Checkpoint:
             (utcnow().isoformat(), exit_code, requests, retries, rows_new, rows_done, rows_gone,
              run_id),
         )
+
+    def mark_complete(self, generation: int, digest: str) -> None:
+        """Every row of the sheet with this digest is registered in this generation."""
+        with self.transaction():
+            self._set_meta("complete_generation", str(generation))
+            self._set_meta("complete_sheet", digest)
+
+    def note_change(self, run_id: str) -> None:
+        """This run may have changed rows: reports written before are out of date."""
+        with self.transaction():
+            self._set_meta("state", run_id)
+
+    def report_stamp(self, report: Path | str) -> str | None:
+        """The file stamp of `report` as last written, if written from the present state."""
+        recorded = self.meta(f"report:{_report_key(report)}")
+        if recorded is None:
+            return None
+        state, _, stamp = recorded.partition("|")
+        return stamp if state == (self.meta("state") or "") else None
+
+    def record_report(self, report: Path | str, stamp: str) -> None:
+        with self.transaction():
+            self._set_meta(f"report:{_report_key(report)}", f"{self.meta('state') or ''}|{stamp}")
+
+    def sheet_complete(self, digest: str) -> bool:
+        return (self.meta("complete_sheet") == digest
+                and self.meta("complete_generation") == str(self.current_generation()))
+
+    def rows_to_work(self, generation: int, *, retry_unresolved: bool = False) -> int:
+        """Rows a rerun would work on: pending and failed (and unresolved, if asked)."""
+        wanted = [Status.PENDING.value, Status.FAILED.value]
+        if retry_unresolved:
+            wanted += [s.value for s in UNRESOLVED]
+        marks = ",".join("?" * len(wanted))
+        return self.db.execute(
+            f"SELECT COUNT(*) FROM rows WHERE generation = ? AND status IN ({marks})",
+            (generation, *wanted),
+        ).fetchone()[0]
 
     def current_generation(self) -> int:
         return int(self.meta("generation") or 0)
@@ -459,48 +518,61 @@ class Checkpoint:
 
     def mutation_counts(self, generation: int | None = None) -> dict[str, int]:
         gen = self.current_generation() if generation is None else generation
+        if not self.db.execute("SELECT 1 FROM rows WHERE generation != ? LIMIT 1",
+                               (gen,)).fetchone():
+            # every row is of this sheet: count from the status index alone
+            return dict(self.db.execute(
+                "SELECT status, COUNT(*) FROM mutations GROUP BY status").fetchall())
         return dict(self.db.execute(
             "SELECT m.status, COUNT(*) FROM mutations m JOIN rows r ON r.row_key = m.row_key "
             "WHERE r.generation = ? GROUP BY m.status", (gen,)
         ).fetchall())
 
-    def report_rows(self, generation: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every line of the audit report, in sheet order, streamed from the file."""
+    def report_tuples(self, generation: int | None = None, *,
+                      for_csv: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Every line of the audit report as a tuple in `REPORT_COLUMNS` order, sheet order.
+
+        Streamed from the file: rows in `row_number` order straight from their index (no
+        sort of the whole sheet), duplicate rows merged in. `for_csv`: text that came from
+        the sheet or the API and looks like a spreadsheet formula gets a leading quote.
+        """
         gen = self.current_generation() if generation is None else generation
-        cur = self.db.execute(
-            """
-            SELECT r.row_number, r.row_key, r.event_type, r.lookup_key, r.lookup_value,
-                   COALESCE(m.event_id, r.event_id), m.timestamp, m.idempotency_key,
-                   COALESCE(m.merge_mode, r.merge_mode), COALESCE(m.status, r.status),
-                   m.mutation_id, m.http_status, COALESCE(m.attempts, 0),
-                   COALESCE(m.error, r.error), m.note, m.attributes_before,
-                   COALESCE(m.attributes_after, r.attributes), m.applied_at,
-                   COALESCE(m.run_id, r.run_id), 0, COALESCE(m.seq, 0)
-            FROM rows r LEFT JOIN mutations m ON m.row_key = r.row_key
-            WHERE r.generation = ?
-            UNION ALL
-            SELECT d.row_number, d.row_key, r.event_type, r.lookup_key, r.lookup_value,
-                   r.event_id, NULL, NULL, r.merge_mode, 'duplicate', NULL, NULL, 0,
-                   'same content as row ' || d.first_row_number, NULL, NULL, r.attributes,
-                   NULL, r.run_id, 1, 0
-            FROM duplicate_rows d JOIN rows r ON r.row_key = d.row_key
-            WHERE d.generation = ?
-            ORDER BY 1, 20, 21
-            """,
-            (gen, gen),
+        n = _neutralised if for_csv else _as_is
+        error = ("CASE WHEN m.note IS NULL THEN COALESCE(m.error, r.error) "
+                 "WHEN COALESCE(m.error, r.error) IS NULL THEN m.note "
+                 "ELSE COALESCE(m.error, r.error) || '; ' || m.note END")
+        lines = self.db.execute(
+            "SELECT r.row_number, r.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
+            + ", " + n("r.lookup_value") + ", " + n("COALESCE(m.event_id, r.event_id)")
+            + ", m.timestamp, " + n("m.idempotency_key")
+            + ", COALESCE(m.merge_mode, r.merge_mode), COALESCE(m.status, r.status), "
+            + n("m.mutation_id") + ", m.http_status, COALESCE(m.attempts, 0), " + n(error)
+            + ", m.attributes_before, COALESCE(m.attributes_after, r.attributes), "
+            "m.applied_at, COALESCE(m.run_id, r.run_id) "
+            "FROM rows r INDEXED BY rows_by_number "
+            "LEFT JOIN mutations m ON m.row_key = r.row_key "
+            "WHERE r.generation = ? ORDER BY r.row_number, m.seq",
+            (gen,),
         )
-        for r in cur:
-            error = r[13]
-            if r[14]:
-                error = f"{error}; {r[14]}" if error else r[14]
-            yield {
-                "row_number": r[0], "row_key": r[1], "event_type": r[2], "lookup_key": r[3],
-                "lookup_value": r[4], "event_id": r[5], "timestamp": r[6],
-                "idempotency_key": r[7], "merge_mode": r[8], "status": r[9],
-                "mutation_id": r[10], "http_status": r[11], "attempts": r[12], "error": error,
-                "attributes_before": r[15], "attributes_after": r[16], "applied_at": r[17],
-                "run_id": r[18],
-            }
+        if not self.db.execute("SELECT 1 FROM duplicate_rows WHERE generation = ? LIMIT 1",
+                               (gen,)).fetchone():
+            yield from lines
+            return
+        dups = self.db.execute(
+            "SELECT d.row_number, d.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
+            + ", " + n("r.lookup_value") + ", " + n("r.event_id")
+            + ", NULL, NULL, r.merge_mode, 'duplicate', NULL, NULL, 0, "
+            "'same content as row ' || d.first_row_number, NULL, r.attributes, NULL, "
+            "r.run_id FROM duplicate_rows d JOIN rows r ON r.row_key = d.row_key "
+            "WHERE d.generation = ? ORDER BY d.row_number",
+            (gen,),
+        )
+        yield from heapq.merge(lines, dups, key=itemgetter(0))
+
+    def report_rows(self, generation: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every line of the audit report as a dict, in sheet order."""
+        for line in self.report_tuples(generation):
+            yield dict(zip(REPORT_COLUMNS, line, strict=True))
 
     def applied_mutations(self) -> Iterator[dict[str, Any]]:
         """Applied (or verified) mutations of the latest sheet, with what verify needs."""
@@ -515,6 +587,21 @@ class Checkpoint:
         cols = [d[0] for d in cur.description]
         for r in cur:
             yield dict(zip(cols, r, strict=True))
+
+
+def _report_key(report: Path | str) -> str:
+    text = str(report)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def _neutralised(expr: str) -> str:
+    """SQL for `expr` with a leading quote when it starts like a spreadsheet formula."""
+    return (f"CASE WHEN substr({expr}, 1, 1) IN ('=', '+', '-', '@', char(9), char(13)) "
+            f"THEN char(39) || {expr} ELSE {expr} END")
+
+
+def _as_is(expr: str) -> str:
+    return expr
 
 
 def _problem_row(p: RowProblem, generation: int, run_id: str, now: str) -> tuple[Any, ...]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 import secrets
 import signal
@@ -29,6 +31,7 @@ from pipeline.progress import RunProgress
 from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
 from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
 from pipeline.sheet import fingerprint
+from pipeline.storage import is_remote
 from pipeline.targets import MPARTICLE, USERMAVEN
 from pipeline.targets.mparticle.deliver import MParticleResult, MParticleSetup, rows_left
 from pipeline.targets.mparticle.deliver import deliver as deliver_mparticle
@@ -196,8 +199,9 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
                               transport=transport, on_row=on_row, mparticle=mparticle)
         cp = Checkpoint(cp_path)
         try:
-            outcome.preview = list(itertools.islice(
-                report_lines(cp, None, outcome.targets), preview))
+            outcome.preview = [
+                line if isinstance(line, dict) else dict(zip(COLUMNS, line, strict=True))
+                for line in itertools.islice(report_lines(cp, None, outcome.targets), preview)]
         finally:
             cp.close()
         return outcome
@@ -247,8 +251,16 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
     if mparticle is not None:
         safe_options["mparticle"] = {**mparticle.options.__dict__,
                                      "url": mparticle.target.name}
-    generation = cp.start_run(run_id, command, job.name, fingerprint(job.sheet),
-                              safe_options)
+    sheet_fp = fingerprint(job.sheet)
+    digest = sheet_digest(job, sheet_fp)
+    # A rerun of an unchanged sheet whose rows are all final has nothing to read or send:
+    # the checkpoint already holds every row (the nightly "already done" case).
+    finished = (targets == (USERMAVEN,) and not options.plan_only
+                and cp.sheet_complete(digest)
+                and cp.rows_to_work(cp.current_generation(),
+                                    retry_unresolved=options.retry_unresolved) == 0)
+    generation = cp.start_run(run_id, command, job.name, sheet_fp, safe_options,
+                              same_sheet=finished)
     remember_targets(cp, targets)
     log.info("run %s started on %s", run_id, job.name,
              extra={"event": "run_start", "run_id": run_id, "sheet": job.name,
@@ -285,7 +297,12 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
     mp: MParticleResult | None = None
     with _signals_noted(early, install_signals):
         try:
-            if target is not None:
+            if finished:
+                result, signum = _no_usermaven(run_id), None
+                result.totals.rows_done = sum(cp.status_counts(generation).values())
+                log.info("nothing to do: the sheet is unchanged and every row is final",
+                         extra={"event": "already_done", "rows": result.totals.rows_done})
+            elif target is not None:
                 result, signum = asyncio.run(go())
             else:
                 result, signum = _no_usermaven(run_id), None
@@ -314,8 +331,11 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
         exit_code = EXIT_FATAL
     elif mp is not None and exit_code == EXIT_OK and rows_left(by_target[MPARTICLE]):
         exit_code = EXIT_ROWS
-    columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
-    lines = write_report(report_lines(cp, generation, targets), report, columns=columns)
+    if not finished:
+        cp.note_change(run_id)
+        if not (result.stop_reason or result.fatal or signum is not None):
+            cp.mark_complete(generation, digest)
+    lines = _write_report(cp, generation, targets, report)
     requests = result.requests + (mp.requests if mp else 0)
     retries = result.retries + (mp.retries if mp else 0)
     cp.finish_run(run_id, exit_code=exit_code, requests=requests,
@@ -327,6 +347,47 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
                     "targets": by_target})
     return ApplyOutcome(run_id, result, counts, events, report, cp_path, gone, exit_code,
                         targets=targets, by_target=by_target, mparticle=mp)
+
+
+def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
+    """What a sheet means: its bytes, the worksheet, and the defaults its rows take."""
+    meaning = json.dumps([sheet_fingerprint, job.sheet_name, job.defaults.__dict__],
+                         default=str, sort_keys=True)
+    return hashlib.sha256(meaning.encode()).hexdigest()
+
+
+def _write_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
+                  report: Path | str) -> int:
+    """Write the report from the checkpoint, unless that very report is already there.
+
+    The report at a path is current when it was written from the checkpoint's present
+    state and the file is untouched since; then a million-line rewrite is skipped.
+    """
+    stamp = cp.report_stamp(report)
+    if stamp is not None and stamp == _file_stamp(report):
+        log.info("report %s is current; not rewritten", report,
+                 extra={"event": "report_current", "report": str(report)})
+        return sum(cp.status_counts(generation).values())
+    columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
+    if targets == (USERMAVEN,) and report_format(report) == "csv":
+        lines = write_report(cp.report_tuples(generation, for_csv=True), report,
+                             columns=columns, csv_ready=True)
+    else:
+        lines = write_report(report_lines(cp, generation, targets), report, columns=columns)
+    if (file_stamp := _file_stamp(report)) is not None:
+        cp.record_report(report, file_stamp)
+    return lines
+
+
+def _file_stamp(report: Path | str) -> str | None:
+    """Size and modification time of a local report file (None for s3 or a missing file)."""
+    if is_remote(report):
+        return None
+    try:
+        st = Path(report).stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _no_usermaven(run_id: str) -> RunResult:

@@ -19,14 +19,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from pipeline.checkpoint import REPORT_COLUMNS
 from pipeline.errors import UsageError
 from pipeline.storage import is_remote, remote_name, upload
 
-COLUMNS = (
-    "row_number", "row_key", "event_type", "lookup_key", "lookup_value", "event_id",
-    "timestamp", "idempotency_key", "merge_mode", "status", "mutation_id", "http_status",
-    "attempts", "error", "attributes_before", "attributes_after", "applied_at", "run_id",
-)
+COLUMNS = REPORT_COLUMNS
 #: With mParticle among the targets: one line per (row, event, target), saying whose it is,
 #: plus mParticle's ids. With Usermaven alone the report keeps exactly `COLUMNS`.
 TARGET_COLUMNS = (
@@ -36,6 +33,12 @@ TARGET_COLUMNS = (
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
 _INT_COLUMNS = {"row_number", "http_status", "attempts"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_CHARS = frozenset(_FORMULA_START)
+#: Columns whose text this tool writes itself (keys, statuses, times, JSON objects): never a
+#: formula, so the CSV writer skips checking them.
+_OWN_TEXT = frozenset({"row_number", "row_key", "timestamp", "merge_mode", "status",
+                       "http_status", "attempts", "attributes_before", "attributes_after",
+                       "applied_at", "run_id", "target"})
 
 
 def _schema(columns: tuple[str, ...]) -> pa.Schema:
@@ -79,40 +82,73 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
         raise
 
 
-def write_report(rows: Iterable[Mapping[str, Any]], path: Path | str,
-                 batch_size: int = 10_000, columns: tuple[str, ...] = COLUMNS) -> int:
-    """Write report lines to `path` (format by suffix; `s3://` too). Returns the line count."""
+def write_report(rows: Iterable[Mapping[str, Any] | tuple[Any, ...]], path: Path | str,
+                 batch_size: int = 10_000, columns: tuple[str, ...] = COLUMNS, *,
+                 csv_ready: bool = False) -> int:
+    """Write report lines to `path` (format by suffix; `s3://` too). Returns the line count.
+
+    Lines are mappings, or tuples in `columns` order. `csv_ready`: tuples whose text is
+    already neutralised (`Checkpoint.report_tuples(for_csv=True)`), written as they come.
+    """
     if is_remote(path):
         with tempfile.TemporaryDirectory(prefix="corrections-report-") as tmp:
             local = Path(tmp) / remote_name(str(path))
-            n = write_report(rows, local, batch_size, columns)
+            n = write_report(rows, local, batch_size, columns, csv_ready=csv_ready)
             upload(local, str(path))
             return n
     path = Path(path)
     fmt = report_format(path)
+    if fmt == "csv" and csv_ready:
+        with _atomic(path, "text") as fh:
+            counted = _Counted(rows)
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows(counted)
+            return counted.n
     if fmt == "csv":
         with _atomic(path, "text") as fh:
             return _write_csv(rows, fh, columns)
+    mappings = _as_mappings(rows, columns)
     if fmt == "jsonl":
         with _atomic(path, "text") as fh:
-            return _write_jsonl(rows, fh, columns)
+            return _write_jsonl(mappings, fh, columns)
     with _atomic(path, "binary") as tmp:
-        return _write_parquet(rows, tmp, batch_size, columns)
+        return _write_parquet(mappings, tmp, batch_size, columns)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return neutralise(value if isinstance(value, str) else str(value))
+class _Counted:
+    """An iterable that counts what passes through it (for C-speed `writerows`)."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = items
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._items:
+            self.n += 1
+            yield item
 
 
-def _write_csv(rows: Iterable[Mapping[str, Any]], fh: TextIO,
+def _as_mappings(rows: Iterable[Mapping[str, Any] | tuple[Any, ...]],
+                 columns: tuple[str, ...]) -> Iterator[Mapping[str, Any]]:
+    for row in rows:
+        yield dict(zip(columns, row, strict=True)) if isinstance(row, tuple) else row
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any] | tuple[Any, ...]], fh: TextIO,
                columns: tuple[str, ...] = COLUMNS) -> int:
+    """CSV with formula-looking text neutralised (only columns that can carry sheet text)."""
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow(columns)
+    risky = [i for i, c in enumerate(columns) if c not in _OWN_TEXT]
     n = 0
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+        values = list(row) if isinstance(row, tuple) else [row.get(c) for c in columns]
+        for i in risky:
+            v = values[i]
+            if v.__class__ is str and v[:1] in _FORMULA_CHARS:
+                values[i] = "'" + v
+        writer.writerow(values)
         n += 1
     return n
 

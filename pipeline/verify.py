@@ -125,6 +125,7 @@ def verify_checkpoint(cp: Checkpoint, api_url: str, token: str, *, wait: float =
                 out.details.append(f"{c.event_id}: holds {diff}")
 
     asyncio.run(go())
+    cp.note_change(run_id)  # reports written before no longer show the verdicts
     return out
 
 

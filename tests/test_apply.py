@@ -338,3 +338,41 @@ def test_an_unanswered_intent_past_the_key_lifetime_is_resent_when_not_visible(
     line = read_report(out.report)[0]
     assert line["status"] == "applied" and line["mutation_id"]
     assert out.result.mutations == 1
+
+
+def test_a_rerun_of_an_unchanged_finished_sheet_reads_nothing_and_keeps_the_report(
+        sandbox, tmp_path, caplog):
+    """Same sheet, every row final: no request, the report left as it is (and rewritten
+    from the checkpoint if it went missing)."""
+    import logging
+
+    sheet = write_csv(tmp_path / "s.csv", order_rows(("ORD-1001", "1.00"), ("ORD-1002", "2.00")))
+    first = apply(sheet, sandbox, tmp_path)
+    before = first.report.stat().st_mtime_ns, first.report.read_bytes()
+    with caplog.at_level(logging.INFO, logger="corrections"):
+        again = apply(sheet, sandbox, tmp_path)
+    assert "nothing to do" in caplog.text and "is current" in caplog.text
+    assert again.result.requests == 0 and again.exit_code == 0
+    assert (again.report.stat().st_mtime_ns, again.report.read_bytes()) == before
+    again.report.unlink()
+    third = apply(sheet, sandbox, tmp_path)
+    assert third.report.read_bytes() == before[1]
+
+
+def test_the_same_sheet_with_other_defaults_is_worked_again(sandbox, tmp_path):
+    """Another --merge-mode default changes what the rows mean: no shortcut, new rows."""
+    sheet = write_csv(tmp_path / "s.csv", [
+        {"event_type": "refund_issued", "lookup_key": "order_id", "lookup_value": "ORD-1044",
+         "event_time": "2026-10", "set.amount": "1.00"}])
+    apply(sheet, sandbox, tmp_path)
+    out = apply(sheet, sandbox, tmp_path, defaults=SheetDefaults(merge_mode="replace"))
+    assert out.result.totals.rows_new == 1 and out.result.mutations == 1
+
+
+def test_formula_looking_sheet_text_is_neutralised_in_the_csv_report(sandbox, tmp_path):
+    """A lookup value like =HYPERLINK(...) reaches the report as text a spreadsheet won't run."""
+    sheet = write_csv(tmp_path / "s.csv", order_rows(('=HYPERLINK("http://x","y")', "1.00")))
+    line = read_report(apply(sheet, sandbox, tmp_path).report)[0]
+    assert line["status"] == "not_found"
+    assert line["lookup_value"] == '\'=HYPERLINK("http://x","y")'
+    assert line["error"].startswith("no order_completed event")

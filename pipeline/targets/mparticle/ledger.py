@@ -284,10 +284,10 @@ class Ledger:
 
 
 def report_lines(cp: Checkpoint, generation: int | None,
-                 targets: Sequence[str]) -> Iterator[dict[str, Any]]:
+                 targets: Sequence[str]) -> Iterator[dict[str, Any] | tuple[Any, ...]]:
     """The audit report's lines for the given targets, merged in sheet order.
 
-    With Usermaven alone these are exactly `Checkpoint.report_rows`; with mParticle among the
+    With Usermaven alone these are exactly `Checkpoint.report_tuples`; with mParticle among the
     targets each line also says its target (and the mParticle ids).
     """
     gen = cp.current_generation() if generation is None else generation
@@ -295,7 +295,7 @@ def report_lines(cp: Checkpoint, generation: int | None,
         if MPARTICLE in targets:
             yield from Ledger(cp).report_lines(gen)
             return
-        yield from cp.report_rows(gen)
+        yield from cp.report_tuples(gen)
         return
     streams: list[Iterator[dict[str, Any]]] = []
     if USERMAVEN in targets:
