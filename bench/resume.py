@@ -35,6 +35,7 @@ from common import (
 )
 
 from pipeline.checkpoint import Checkpoint, Intent, workspace_id
+from pipeline.jobs import SheetJob, sheet_digest
 from pipeline.keys import idempotency_key
 from pipeline.model import Correction, SheetDefaults, Status
 from pipeline.sheet import fingerprint
@@ -49,7 +50,7 @@ PLACEHOLDER_URL = "http://127.0.0.1:1"
 
 def build_checkpoint(sheet: Path, rows: int) -> Path:
     """A checkpoint where every row of `sheet` is applied, as a finished run leaves it."""
-    path = OUT / "data" / f"resume_{rows}.checkpoint.sqlite"
+    path = OUT / "data" / f"resume_{rows}.v2.checkpoint.sqlite"
     if path.exists():
         return path
     tmp = path.with_name(path.name + ".building")
@@ -61,12 +62,10 @@ def build_checkpoint(sheet: Path, rows: int) -> Path:
         cp.bind_target(PLACEHOLDER_URL, workspace_id(SANDBOX_TOKEN))
         run_id = "run-bench-build"
         gen = cp.start_run(run_id, "apply", str(sheet), fingerprint(sheet), {})
-        seen: set[str] = set()
-        first: dict[str, int] = {}
         done = 0
         cp.db.execute("PRAGMA synchronous=OFF")  # a bench fixture: speed over durability
         for batch in validate_batches(sheet, SheetDefaults(), batch_size=5000):
-            reg = cp.register(batch, gen, run_id, seen=seen, first_number=first)
+            reg = cp.register(batch, gen, run_id)
             intents = [_intent(c) for c, _ in reg.todo]
             cp.record_intents(intents, run_id)
             done += len(intents)
@@ -83,6 +82,9 @@ def build_checkpoint(sheet: Path, rows: int) -> Path:
                           "updated_at = ?", (Status.APPLIED.value, run_id, now))
         cp.finish_run(run_id, exit_code=0, requests=2 * done, retries=0, rows_new=done,
                       rows_done=0, rows_gone=0)
+        # as a finished run leaves it: every row of this sheet registered in this generation
+        cp.note_change(run_id)
+        cp.mark_complete(gen, sheet_digest(SheetJob(sheet), fingerprint(sheet)))
         cp.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         cp.close()

@@ -330,25 +330,27 @@ class Checkpoint:
 
     # -- rows ---------------------------------------------------------------------------
 
-    def register(self, items: Sequence[Correction | RowProblem], generation: int, run_id: str,
-                 *, retry_unresolved: bool = False, seen: set[str] | None = None,
-                 first_number: dict[str, int] | None = None) -> Registration:
+    def register(self, items: Sequence[Correction | RowProblem], generation: int,
+                 run_id: str, *, retry_unresolved: bool = False) -> Registration:
         """Record one batch of sheet rows and return those that still need work.
 
-        `seen` and `first_number` carry the row keys met earlier in this run, so a row
-        identical to an earlier one is reported `duplicate` instead of being worked twice.
+        A row identical to one met earlier in this run (its key already carries this run's
+        generation) is reported `duplicate` instead of being worked twice; the checkpoint
+        remembers what was met, so memory stays flat however long the sheet.
         """
-        seen = set() if seen is None else seen
-        first_number = {} if first_number is None else first_number
         keys = [it.row_key for it in items]
         known: dict[str, Status] = {}
+        met: dict[str, int] = {}  # row key -> row number, for keys met earlier in this run
         for chunk_start in range(0, len(keys), 5000):
             chunk = keys[chunk_start:chunk_start + 5000]
             marks = ",".join("?" * len(chunk))
-            for key, status in self.db.execute(
-                f"SELECT row_key, status FROM rows WHERE row_key IN ({marks})", chunk
+            for key, status, gen, number in self.db.execute(
+                "SELECT row_key, status, generation, row_number FROM rows "
+                f"WHERE row_key IN ({marks})", chunk
             ):
                 known[key] = Status(status)
+                if gen == generation:
+                    met[key] = number
         now = utcnow().isoformat()
         reg = Registration(todo=[])
         inserts: list[tuple[Any, ...]] = []
@@ -356,12 +358,11 @@ class Checkpoint:
         dups: list[tuple[Any, ...]] = []
         resume_keys: list[str] = []
         for it in items:
-            if it.row_key in seen:
-                dups.append((generation, it.row_number, it.row_key, first_number[it.row_key]))
+            if it.row_key in met:
+                dups.append((generation, it.row_number, it.row_key, met[it.row_key]))
                 reg.duplicate += 1
                 continue
-            seen.add(it.row_key)
-            first_number[it.row_key] = it.row_number
+            met[it.row_key] = it.row_number
             status = known.get(it.row_key)
             if isinstance(it, RowProblem):
                 reg.invalid += 1

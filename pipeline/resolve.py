@@ -39,7 +39,7 @@ class LookupIncomplete(Exception):
 class LookupCache:
     """Bounded memo of lookup answers (and of lookups in flight), keyed by all their inputs."""
 
-    def __init__(self, lookup: LookupFn, max_entries: int = 200_000) -> None:
+    def __init__(self, lookup: LookupFn, max_entries: int = 50_000) -> None:
         self._lookup = lookup
         self._max = max_entries
         self._done: OrderedDict[tuple[str, ...], tuple[list[FoundEvent], int]] = OrderedDict()

@@ -100,7 +100,7 @@ class _Target:
     before: Mapping[str, Any] | None
 
 
-MEMORY_ENTRIES = 200_000
+MEMORY_ENTRIES = 50_000
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -238,15 +238,12 @@ class Runner:
         window = asyncio.Semaphore(max(64, self.opts.concurrency * 16))
         queue: asyncio.Queue[_RowJob | None] = asyncio.Queue()
         sequencer = asyncio.create_task(self._sequence(queue, window))
-        seen: set[str] = set()
-        first: dict[str, int] = {}
         try:
             for batch in batches:
                 if self.stopping:
                     break
                 reg = self.cp.register(batch, self.generation, self.run_id,
-                                       retry_unresolved=self.opts.retry_unresolved,
-                                       seen=seen, first_number=first)
+                                       retry_unresolved=self.opts.retry_unresolved)
                 self.totals.rows_new += reg.new
                 self.totals.rows_done += reg.done
                 self.totals.rows_invalid += reg.invalid

@@ -111,8 +111,6 @@ class Delivery:
         self.usermaven = usermaven
         self.register = register
         self.result = MParticleResult()
-        self._seen: set[str] = set()
-        self._first: dict[str, int] = {}
         self._stop: asyncio.Event | None = None  # made inside the event loop
         self._met: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,8 +131,7 @@ class Delivery:
                     self._met.add(c.row_key)
                     corrections.append(c)
             if self.register:
-                reg = self.cp.register(items, self.generation, self.run_id,
-                                       seen=self._seen, first_number=self._first)
+                reg = self.cp.register(items, self.generation, self.run_id)
                 self.result.rows_new += reg.new
             done = self.ledger.delivered_rows([c.row_key for c in corrections])
             self.result.rows_done += len(done)
