@@ -194,13 +194,20 @@ def _api_handler(endpoint: str, process: Callable[[SandboxState, web.Request, An
                  ) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
         state.count(endpoint)
         raw = await request.read()
         decision = state.faults.decide(endpoint, raw)
-        if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
         kind = decision.kind
-        if kind == "cut":
+        result = None
+        if kind not in ("cut", "429", "500", "503"):
+            result = process(state, request, _parse_body(raw))
+        # the configured latency is arrival to answer, our own processing included, so
+        # concurrent requests do not queue behind each other's work after their sleep
+        if (remaining := decision.delay - (loop.time() - arrived)) > 0:
+            await asyncio.sleep(remaining)
+        if kind in ("cut", "apply_then_cut"):
             return _cut(request)
         if kind == "429":
             return _json(429, {"status": 0, "error": "rate limit exceeded"},
@@ -209,9 +216,8 @@ def _api_handler(endpoint: str, process: Callable[[SandboxState, web.Request, An
             return _json(500, {"status": 0, "error": "internal mutation failure (injected)"})
         if kind == "503":
             return _json(503, {"status": 0, "error": "service unavailable (injected)"})
-        status, payload = process(state, request, _parse_body(raw))
-        if kind == "apply_then_cut":
-            return _cut(request)
+        assert result is not None
+        status, payload = result
         return _json(status, payload)
 
     handler.__name__ = f"{endpoint}_handler"
