@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,6 +18,19 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoint_schema import (
+    INDEXES_SQL,
+    REPORT_COLUMNS,
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    as_is,
+    correction_row,
+    dumps,
+    loads,
+    neutralised,
+    problem_row,
+    report_key,
+)
 from pipeline.errors import CheckpointError
 from pipeline.model import (
     PERMANENT,
@@ -29,55 +41,6 @@ from pipeline.model import (
     Status,
 )
 from pipeline.timeutil import utcnow
-
-SCHEMA_VERSION = 1
-
-#: The audit report's columns, in order (`pipeline.report` writes them).
-REPORT_COLUMNS = (
-    "row_number", "row_key", "event_type", "lookup_key", "lookup_value", "event_id",
-    "timestamp", "idempotency_key", "merge_mode", "status", "mutation_id", "http_status",
-    "attempts", "error", "attributes_before", "attributes_after", "applied_at", "run_id",
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, command TEXT, started_at TEXT, finished_at TEXT,
-    sheet TEXT, sheet_fingerprint TEXT, generation INTEGER, exit_code INTEGER,
-    requests INTEGER DEFAULT 0, retries INTEGER DEFAULT 0,
-    rows_new INTEGER DEFAULT 0, rows_done INTEGER DEFAULT 0, rows_gone INTEGER DEFAULT 0,
-    options TEXT
-);
-CREATE TABLE IF NOT EXISTS rows (
-    row_key TEXT PRIMARY KEY, row_number INTEGER NOT NULL, generation INTEGER NOT NULL,
-    status TEXT NOT NULL, event_type TEXT, lookup_key TEXT, lookup_value TEXT,
-    event_id TEXT, merge_mode TEXT, attributes TEXT, spec TEXT, error TEXT,
-    run_id TEXT, updated_at TEXT
-);
-CREATE INDEX IF NOT EXISTS rows_by_number ON rows (generation, row_number);
-CREATE TABLE IF NOT EXISTS duplicate_rows (
-    generation INTEGER NOT NULL, row_number INTEGER NOT NULL, row_key TEXT NOT NULL,
-    first_row_number INTEGER, PRIMARY KEY (generation, row_number)
-);
-CREATE TABLE IF NOT EXISTS mutations (
-    row_key TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    row_ref INTEGER,
-    idempotency_key TEXT NOT NULL, timestamp TEXT, merge_mode TEXT,
-    attributes_before TEXT, attributes_after TEXT, status TEXT NOT NULL,
-    mutation_id TEXT, http_status INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT, note TEXT, intent_at TEXT, applied_at TEXT, run_id TEXT,
-    PRIMARY KEY (row_key, event_id)
-);
-CREATE INDEX IF NOT EXISTS mutations_by_key ON mutations (idempotency_key);
-"""
-
-# Indexes that make a rerun of a finished million-row sheet cheap (counts without scans);
-# also added to checkpoints made before they existed.
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS rows_by_status ON rows (generation, status);
-CREATE INDEX IF NOT EXISTS mutations_by_status ON mutations (status);
-CREATE INDEX IF NOT EXISTS mutations_by_row ON mutations (row_ref, seq);
-"""
 
 
 def workspace_id(token: str | None) -> str:
@@ -126,17 +89,6 @@ class Registration:
     skipped: int = 0
 
 
-def _dumps(value: Any) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 class Checkpoint:
     """Open (or create) a checkpoint file. Refuses files of another version or target."""
 
@@ -153,9 +105,9 @@ class Checkpoint:
             self.db.execute("PRAGMA busy_timeout=5000")
             if existed:
                 self._check_existing()
-                self.db.executescript(_INDEXES)
+                self.db.executescript(INDEXES_SQL)
             else:
-                self.db.executescript(_SCHEMA + _INDEXES)
+                self.db.executescript(SCHEMA_SQL + INDEXES_SQL)
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
                 self._set_meta("created_at", utcnow().isoformat())
                 self._set_meta("generation", "0")
@@ -261,7 +213,7 @@ class Checkpoint:
                 "INSERT INTO runs (run_id, command, started_at, sheet, sheet_fingerprint, "
                 "generation, options) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (run_id, command, utcnow().isoformat(), sheet, fingerprint, generation,
-                 _dumps(dict(options))),
+                 dumps(dict(options))),
             )
         return generation
 
@@ -287,7 +239,7 @@ class Checkpoint:
 
     def report_stamp(self, report: Path | str) -> str | None:
         """The file stamp of `report` as last written, if written from the present state."""
-        recorded = self.meta(f"report:{_report_key(report)}")
+        recorded = self.meta(f"report:{report_key(report)}")
         if recorded is None:
             return None
         state, _, stamp = recorded.partition("|")
@@ -295,7 +247,7 @@ class Checkpoint:
 
     def record_report(self, report: Path | str, stamp: str) -> None:
         with self.transaction():
-            self._set_meta(f"report:{_report_key(report)}", f"{self.meta('state') or ''}|{stamp}")
+            self._set_meta(f"report:{report_key(report)}", f"{self.meta('state') or ''}|{stamp}")
 
     def sheet_complete(self, digest: str) -> bool:
         return (self.meta("complete_sheet") == digest
@@ -368,11 +320,11 @@ class Checkpoint:
                 reg.invalid += 1
                 if status is None:
                     reg.new += 1
-                inserts.append(_problem_row(it, generation, run_id, now))
+                inserts.append(problem_row(it, generation, run_id, now))
                 continue
             if status is None:
                 reg.new += 1
-                inserts.append(_correction_row(it, generation, run_id, now))
+                inserts.append(correction_row(it, generation, run_id, now))
                 reg.todo.append((it, None))
                 continue
             touches.append((it.row_number, generation, it.row_key))
@@ -435,8 +387,8 @@ class Checkpoint:
             ):
                 out.setdefault(r[0], []).append(Intent(
                     row_key=r[0], event_id=r[1], idempotency_key=r[2], timestamp=r[3],
-                    merge_mode=r[4], attributes_after=_loads(r[5]),
-                    attributes_before=_loads(r[6]), status=Status(r[7]), attempts=r[8],
+                    merge_mode=r[4], attributes_after=loads(r[5]),
+                    attributes_before=loads(r[6]), status=Status(r[7]), attempts=r[8],
                     intent_at=r[9] or "", seq=r[10],
                 ))
         return out
@@ -464,7 +416,7 @@ class Checkpoint:
                 "status = excluded.status, run_id = excluded.run_id",
                 [
                     (i.row_key, i.event_id, i.seq, i.idempotency_key, i.timestamp, i.merge_mode,
-                     _dumps(i.attributes_before), _dumps(i.attributes_after), i.status.value,
+                     dumps(i.attributes_before), dumps(i.attributes_after), i.status.value,
                      i.attempts, i.intent_at or now, run_id, i.note, i.row_key)
                     for i in intents
                 ],
@@ -541,7 +493,7 @@ class Checkpoint:
         the sheet or the API and looks like a spreadsheet formula gets a leading quote.
         """
         gen = self.current_generation() if generation is None else generation
-        n = _neutralised if for_csv else _as_is
+        n = neutralised if for_csv else as_is
         error = ("CASE WHEN m.note IS NULL THEN COALESCE(m.error, r.error) "
                  "WHEN COALESCE(m.error, r.error) IS NULL THEN m.note "
                  "ELSE COALESCE(m.error, r.error) || '; ' || m.note END")
@@ -593,43 +545,3 @@ class Checkpoint:
         cols = [d[0] for d in cur.description]
         for r in cur:
             yield dict(zip(cols, r, strict=True))
-
-
-def _report_key(report: Path | str) -> str:
-    text = str(report)
-    return text if "://" in text else str(Path(text).resolve())
-
-
-def _neutralised(expr: str) -> str:
-    """SQL for `expr` with a leading quote when it starts like a spreadsheet formula."""
-    return (f"CASE WHEN substr({expr}, 1, 1) IN ('=', '+', '-', '@', char(9), char(13)) "
-            f"THEN char(39) || {expr} ELSE {expr} END")
-
-
-def _as_is(expr: str) -> str:
-    return expr
-
-
-def _problem_row(p: RowProblem, generation: int, run_id: str, now: str) -> tuple[Any, ...]:
-    cells = p.cells
-    return (
-        p.row_key, p.row_number, generation, Status.INVALID.value,
-        _text(cells.get("event_type")), _text(cells.get("lookup_key")),
-        _text(cells.get("lookup_value")), _text(cells.get("event_id")),
-        _text(cells.get("merge_mode")), None, None, str(p), run_id, now,
-    )
-
-
-def _correction_row(c: Correction, generation: int, run_id: str, now: str) -> tuple[Any, ...]:
-    return (
-        c.row_key, c.row_number, generation, Status.PENDING.value, c.event_type, c.lookup_key,
-        c.lookup_value, c.event_id, c.merge_mode, _dumps(dict(c.attributes)), None, None,
-        run_id, now,
-    )
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else str(value)
-    return text[:500]

@@ -24,7 +24,8 @@ def canonical_json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _digest(*parts: str) -> str:
+def digest(*parts: str) -> str:
+    """SHA-256 hex of length-prefixed parts: no two part lists share a digest."""
     h = hashlib.sha256()
     for part in parts:
         data = part.encode("utf-8", "surrogatepass")
@@ -35,19 +36,19 @@ def _digest(*parts: str) -> str:
 
 def row_key(content: Mapping[str, Any]) -> str:
     """Key of a row from its normalized content; identical rows share it."""
-    return _digest("row", canonical_json(content))[:32]
+    return digest("row", canonical_json(content))[:32]
 
 
 def idempotency_key(namespace: str, event_id: str, attributes: Mapping[str, Any],
                     merge_mode: str) -> str:
     """`corr-v1-<hex>`: the same change to the same event always gets the same key."""
-    digest = _digest("mutation", namespace, event_id.lower(), canonical_json(attributes),
-                     merge_mode)
-    return (KEY_PREFIX + digest)[:MAX_KEY_LENGTH]
+    hexdigest = digest("mutation", namespace, event_id.lower(), canonical_json(attributes),
+                       merge_mode)
+    return (KEY_PREFIX + hexdigest)[:MAX_KEY_LENGTH]
 
 
 def per_event_key(explicit: str, event_id: str) -> str:
     """An explicit key made unique to one event, for a sheet key that would span several."""
-    suffix = _digest("suffix", explicit, event_id.lower())[:12]
+    suffix = digest("suffix", explicit, event_id.lower())[:12]
     head = explicit[: MAX_KEY_LENGTH - len(suffix) - 1]
     return f"{head}-{suffix}"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     import pyarrow as pa
 
-from pipeline.checkpoint import REPORT_COLUMNS
+from pipeline.checkpoint_schema import REPORT_COLUMNS
 from pipeline.errors import UsageError
 from pipeline.storage import is_remote, remote_name, upload
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.keys import canonical_json, idempotency_key, per_event_key
+from pipeline.keys import canonical_json, digest, idempotency_key, per_event_key
 from pipeline.model import Correction
 from pipeline.targets.mparticle.limits import (
     ENVIRONMENTS,
@@ -107,17 +107,8 @@ def source_message_id(correction_key: str) -> str:
     return str(uuid.uuid5(_MESSAGE_NS, correction_key))
 
 
-def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.hexdigest()
-
-
 def _key(*parts: str) -> str:
-    return (_KEY_PREFIX + _digest(*parts))[:64]
+    return (_KEY_PREFIX + digest(*parts))[:64]
 
 
 # -- the user -------------------------------------------------------------------------------
