@@ -208,6 +208,7 @@ class Runner:
         # holds which key (the checkpoint answers for anything evicted).
         self._states: LRU[str, dict[str, Any] | None] = LRU(MEMORY_ENTRIES)
         self._keys_this_run: LRU[str, _KeyOwner] = LRU(MEMORY_ENTRIES)
+        self._last_change: LRU[str, str] = LRU(MEMORY_ENTRIES)  # event -> its latest change
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- control ------------------------------------------------------------------------
@@ -453,17 +454,24 @@ class Runner:
         attrs = dict(c.attributes)
         for seq, t in enumerate(targets):
             key = self._key_for(c, t.event_id, len(targets))
+            change = _change(attrs, c.merge_mode)
+            last = self._last_change.get(t.event_id)
             before = self._states.get(t.event_id, t.before)
             status = Status.PLANNED if self.opts.plan_only else Status.PENDING
             note = None
             if before is not None and holds(before, attrs, c.merge_mode):
                 status = Status.UNCHANGED
+            elif last is not None and last != change and self._repeats(key, c, t.event_id):
+                # A → B → A: the second A is a new application, so it needs a key of its own
+                # (the first A's key would only replay the first answer)
+                key = per_event_key(key, f"{t.event_id}|after|{last}")
             elif (note := self._duplicate_of(key, c, t.event_id)) is not None:
                 status = Status.DUPLICATE
             self._states[t.event_id] = after_state(before, attrs, c.merge_mode)
+            self._last_change[t.event_id] = change
             if key not in self._keys_this_run:
-                self._keys_this_run[key] = _KeyOwner(
-                    c.row_key, t.event_id, c.row_number, _change(attrs, c.merge_mode))
+                self._keys_this_run[key] = _KeyOwner(c.row_key, t.event_id, c.row_number,
+                                                     change)
             intents.append(Intent(
                 row_key=c.row_key, event_id=t.event_id, idempotency_key=key,
                 timestamp=format_api(t.timestamp), merge_mode=c.merge_mode,
@@ -500,6 +508,12 @@ class Runner:
         if owner.change != change:
             return per_event_key(key, f"{event_id}|{change}")
         return key
+
+    def _repeats(self, key: str, c: Correction, event_id: str) -> bool:
+        """True when an earlier row of this run sent this very change to this event."""
+        owner = self._keys_this_run.get(key)
+        return (owner is not None and owner.row_key != c.row_key and owner.event_id == event_id
+                and owner.change == _change(c.attributes, c.merge_mode))
 
     def _duplicate_of(self, key: str, c: Correction, event_id: str) -> str | None:
         """If another row already sends this exact change to this event, say which."""

@@ -376,3 +376,17 @@ def test_formula_looking_sheet_text_is_neutralised_in_the_csv_report(sandbox, tm
     assert line["status"] == "not_found"
     assert line["lookup_value"] == '\'=HYPERLINK("http://x","y")'
     assert line["error"].startswith("no order_completed event")
+
+
+def test_a_change_undone_and_redone_by_later_rows_is_applied_each_time(sandbox, tmp_path):
+    """A → B → A on one event: the second A gets its own key and the event ends at A."""
+    rows = order_rows(("ORD-1001", "5.00"), ("ORD-1001", "6.00"))
+    rows.append({"event_type": "order_completed", "lookup_key": "order_id",
+                 "lookup_value": "ORD-1001", "from_timestamp": "2026-09-01",
+                 "to_timestamp": "2026-09-29", "set.final_price": "5.00"})
+    out = apply(write_csv(tmp_path / "s.csv", rows), sandbox, tmp_path)
+    lines = read_report(out.report)
+    assert [r["status"] for r in lines] == ["applied", "applied", "applied"]
+    assert len({r["idempotency_key"] for r in lines}) == 3
+    assert sandbox.store.get("518f47a5-985c-4482-8a85-21704f0d50d2").attributes[
+        "final_price"] == "5.00"
