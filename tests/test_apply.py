@@ -297,19 +297,24 @@ def test_the_same_change_reached_by_two_different_rows_is_sent_once(sandbox, tmp
     assert sandbox.stats()["requests"]["mutation"] == 1
 
 
-def test_an_unanswered_intent_past_the_key_lifetime_is_reconciled_not_resent(sandbox, tmp_path):
-    """Key TTL: an old unanswered intent whose change is visible is recorded, not resent."""
+def as_if_answers_were_lost_long_ago(checkpoint: Path) -> None:
+    """Turn recorded answers back into intents sent long ago and never answered."""
     import sqlite3
 
-    sheet = write_csv(tmp_path / "s.csv", order_rows(("ORD-1001", "1.00"), ("ORD-1002", "2.00")))
-    apply(sheet, sandbox, tmp_path)
-    # as if the run died after sending, before the answer, two days ago ...
-    db = sqlite3.connect(tmp_path / "cp.sqlite")
+    db = sqlite3.connect(checkpoint)
     db.execute("UPDATE mutations SET status = 'pending', mutation_id = NULL, "
                "intent_at = '2026-01-01T00:00:00+00:00'")
     db.execute("UPDATE rows SET status = 'pending'")
     db.commit()
     db.close()
+
+
+def test_an_unanswered_intent_past_the_key_lifetime_is_reconciled_not_resent(sandbox, tmp_path):
+    """Key TTL: an old unanswered intent whose change is visible is recorded, not resent."""
+    sheet = write_csv(tmp_path / "s.csv", order_rows(("ORD-1001", "1.00"), ("ORD-1002", "2.00")))
+    apply(sheet, sandbox, tmp_path)
+    # as if the run died after sending, before the answer, two days ago ...
+    as_if_answers_were_lost_long_ago(tmp_path / "cp.sqlite")
     # ... and the API has since forgotten its keys: resending would apply twice
     sandbox.store.forget_keys()
     out = apply(sheet, sandbox, tmp_path)
@@ -323,16 +328,9 @@ def test_an_unanswered_intent_past_the_key_lifetime_is_reconciled_not_resent(san
 def test_an_unanswered_intent_past_the_key_lifetime_is_resent_when_not_visible(
         sandbox, tmp_path):
     """Key TTL: if the old intent's change is not visible, it is resent under its key."""
-    import sqlite3
-
     sheet = write_csv(tmp_path / "s.csv", order_rows(("ORD-1001", "1.00")))
     apply(sheet, sandbox, tmp_path)
-    db = sqlite3.connect(tmp_path / "cp.sqlite")
-    db.execute("UPDATE mutations SET status = 'pending', mutation_id = NULL, "
-               "intent_at = '2026-01-01T00:00:00+00:00'")
-    db.execute("UPDATE rows SET status = 'pending'")
-    db.commit()
-    db.close()
+    as_if_answers_were_lost_long_ago(tmp_path / "cp.sqlite")
     sandbox.reset()  # the change never landed, and the key is unknown
     out = apply(sheet, sandbox, tmp_path)
     line = read_report(out.report)[0]
