@@ -23,6 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_API_URL = "https://api.usermaven.com"
 CONFIG_NAME = "corrections.toml"
+#: Credentials that come from the environment only, never from a file we might log or share.
+_SECRET_KEYS = frozenset({"mparticle_api_key", "mparticle_api_secret", "api_key", "api_secret",
+                          "secret", "password"})
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -48,6 +51,10 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
             raise click.BadParameter(
                 f"{path}: a token does not belong in the config file; use USERMAVEN_TOKEN or "
                 "--token-file")
+        if name in _SECRET_KEYS:
+            raise click.BadParameter(
+                f"{path}: {key} is a secret and does not belong in the config file; set "
+                f"{name.upper()} in the environment")
         if name not in names:
             continue  # keys for other commands are fine in a shared file
         defaults[name] = val

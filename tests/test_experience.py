@@ -120,3 +120,13 @@ def test_a_token_in_the_config_file_is_refused(tmp_path):
     cfg.write_text('token = "k.s"\n', encoding="utf-8")
     res = run_cli(["apply", str(sheet), "--config", str(cfg)], env=ENV)
     assert res.returncode == 2 and "does not belong in the config file" in res.stderr
+
+
+def test_an_mparticle_secret_in_the_config_file_is_refused(tmp_path):
+    """mParticle credentials come from the environment only; in the file they are refused."""
+    sheet = one_row_sheet(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('mparticle-api-secret = "shh-do-not-print"\n', encoding="utf-8")
+    res = run_cli(["apply", str(sheet), "--config", str(cfg)], env=ENV)
+    assert res.returncode == 2 and "MPARTICLE_API_SECRET" in res.stderr
+    assert "shh-do-not-print" not in res.stderr
