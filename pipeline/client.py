@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -175,7 +176,7 @@ class UsermavenClient:
         content = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
                              allow_nan=False).encode("utf-8")
         self.requests += 1
-        try:
+        with transport_errors():
             if self._transport is None:
                 response = await self._http.post(path, content=content, headers=self._auth)
             else:
@@ -183,11 +184,21 @@ class UsermavenClient:
                                         content=content, extensions={"timeout": self._timeout})
                 response = await self._transport.handle_async_request(request)
                 await response.aread()
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"connection failed ({type(exc).__name__})") from None
         return _interpret(response)
+
+
+@contextmanager
+def transport_errors() -> Iterator[None]:
+    """httpx's timeouts and broken connections as the pipeline's retryable error.
+
+    The message names only the kind of failure: never a URL, header or body.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"timed out ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise TransientError(f"connection failed ({type(exc).__name__})") from None
 
 
 def _interpret(response: httpx.Response) -> Any:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.client import check_api_url, retry_after_seconds
+from pipeline.client import check_api_url, retry_after_seconds, transport_errors
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -103,12 +103,8 @@ class MParticleClient:
 
     async def post(self, path: str, body: bytes) -> Accepted:
         self.requests += 1
-        try:
+        with transport_errors():
             response = await self._http.post(path, content=body, headers=self._auth)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"connection failed ({type(exc).__name__})") from None
         return interpret(response)
 
 
