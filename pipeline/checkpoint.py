@@ -18,10 +18,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoint_file import open_checkpoint, use_wal
 from pipeline.checkpoint_schema import (
     INDEXES_SQL,
     REPORT_COLUMNS,
-    SCHEMA_SQL,
     SCHEMA_VERSION,
     as_is,
     correction_row,
@@ -92,25 +92,18 @@ class Registration:
 class Checkpoint:
     """Open (or create) a checkpoint file. Refuses files of another version or target."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
         self.path = Path(path)
         self._last_commit = time.monotonic()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        existed = self.path.exists() and self.path.stat().st_size > 0
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a committed transaction survives a killed process (not a power cut).
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=5000")
-            if existed:
+            self.db = open_checkpoint(self.path, create=create)
+            try:
                 self._check_existing()
+                use_wal(self.db)
                 self.db.executescript(INDEXES_SQL)
-            else:
-                self.db.executescript(SCHEMA_SQL + INDEXES_SQL)
-                self._set_meta("schema_version", str(SCHEMA_VERSION))
-                self._set_meta("created_at", utcnow().isoformat())
-                self._set_meta("generation", "0")
+            except BaseException:
+                self.db.close()
+                raise
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(
                 f"{self.path} is not a usable checkpoint ({exc}). Move it aside to start over, "
@@ -121,7 +114,7 @@ class Checkpoint:
 
     def _check_existing(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
-        if "meta" not in tables:
+        if "meta" not in tables or self.meta("schema_version") is None:
             raise CheckpointError(
                 f"{self.path} is an SQLite file but not a corrections checkpoint; refusing to "
                 "touch it. Point --checkpoint at another path."

@@ -21,6 +21,9 @@ REPORT_COLUMNS = (
     "attempts", "error", "attributes_before", "attributes_after", "applied_at", "run_id",
 )
 
+#: The tables `SCHEMA_SQL` creates (a file holding other tables is not a checkpoint).
+CORE_TABLES = ("meta", "runs", "rows", "duplicate_rows", "mutations")
+
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (

@@ -444,7 +444,7 @@ def _exit_code(result: RunResult, counts: dict[str, int], signum: int | None) ->
 def open_existing(checkpoint: Path) -> Checkpoint:
     if not checkpoint.exists():
         raise SheetError(f"no checkpoint at {checkpoint}; run `corrections apply` first")
-    return Checkpoint(checkpoint)
+    return Checkpoint(checkpoint, create=False)
 
 
 def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
