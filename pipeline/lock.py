@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pipeline.errors import LockedError
+from pipeline.private_files import open_private
 
 
 def lock_path_for(checkpoint: Path) -> Path:
@@ -25,7 +26,8 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # 0600 and O_NOFOLLOW: a link planted here must not get another file truncated
+        fd = open_private(self.path, "lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,25 +12,25 @@ import os
 import stat
 from pathlib import Path
 
-from pipeline.errors import CheckpointError
+from pipeline.errors import CheckpointError, CorrectionsError
 
 #: Owner read/write only, whatever the umask.
 PRIVATE_MODE = 0o600
 
 
-def refuse_symlink(path: Path, what: str) -> None:
-    """Raise `CheckpointError` when `path` is a symbolic link or not a regular file."""
+def refuse_symlink(path: Path, what: str,
+                   error: type[CorrectionsError] = CheckpointError) -> None:
+    """Raise `error` (exit 2) when `path` is a symbolic link or not a regular file."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if stat.S_ISLNK(st.st_mode):
-        raise CheckpointError(
+        raise error(
             f"{what} {path} is a symbolic link; refusing to follow it (it could make this run "
             "overwrite another file). Remove the link or point the option at a real path.")
     if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(
-            f"{what} {path} is not a regular file; point the option at another path.")
+        raise error(f"{what} {path} is not a regular file; point the option at another path.")
 
 
 def open_private(path: Path, what: str, flags: int = os.O_RDWR | os.O_CREAT) -> int:
@@ -51,6 +51,20 @@ def open_private(path: Path, what: str, flags: int = os.O_RDWR | os.O_CREAT) -> 
         os.close(fd)
         raise
     return fd
+
+
+def make_private(path: Path) -> None:
+    """Tighten a file of ours made readable by others (by an older release) to 0600.
+
+    SQLite gives the WAL and shared-memory files the mode of the checkpoint, so this covers
+    them too. Files owned by someone else are left alone (chmod would fail anyway).
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, PRIVATE_MODE)
 
 
 def fsync_dir(directory: Path) -> None:

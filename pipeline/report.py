@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from pipeline.checkpoint_schema import REPORT_COLUMNS
 from pipeline.errors import UsageError
+from pipeline.private_files import refuse_symlink
 from pipeline.storage import is_remote, remote_name, upload
 
 COLUMNS = REPORT_COLUMNS
@@ -53,6 +54,8 @@ def report_format(path: Path | str) -> str:
         raise UsageError(
             f"report {path}: unknown suffix {suffix!r}; use .csv, .parquet or .jsonl"
         )
+    if not is_remote(path):
+        refuse_symlink(Path(path), "report", UsageError)
     return FORMATS[suffix]
 
 
@@ -66,6 +69,7 @@ def neutralise(value: str) -> str:
 @contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_symlink(path, "report", UsageError)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

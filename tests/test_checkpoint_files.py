@@ -173,3 +173,70 @@ def test_status_of_a_half_created_checkpoint_says_apply_finishes_it(tmp_path):
 
 def private(path: Path) -> bool:
     return stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def apply_with_umask(sandbox, tmp_path: Path, umask: int) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("USERMAVEN_")}, **ENV}
+    cmd = [sys.executable, "-m", "pipeline", "apply", str(sheet(tmp_path)), "--api-url",
+           sandbox.url, "--checkpoint", str(tmp_path / "cp.sqlite"), "--report",
+           str(tmp_path / "audit.csv")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+                          preexec_fn=lambda: os.umask(umask))
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_checkpoint_lock_and_report_are_private_whatever_the_umask(sandbox, tmp_path, umask):
+    """The checkpoint, its lock and the report are created 0600 even under umask 000."""
+    res = apply_with_umask(sandbox, tmp_path, umask)
+    assert res.returncode == 0, res.stderr
+    for name in ("cp.sqlite", "cp.sqlite.lock", "audit.csv"):
+        assert private(tmp_path / name), name
+
+
+def test_the_checkpoints_wal_and_shm_files_are_private(tmp_path):
+    """SQLite's side files (WAL, shared memory) get the checkpoint's 0600, not the umask's."""
+    old = os.umask(0)
+    try:
+        cp = Checkpoint(tmp_path / "cp.sqlite")
+        try:
+            cp.start_run("r1", "apply", "fixes.csv", "f", {})
+            cp.commit()
+            for suffix in ("", "-wal", "-shm"):
+                assert private(tmp_path / f"cp.sqlite{suffix}"), suffix
+        finally:
+            cp.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_world_readable_checkpoint_is_made_private(tmp_path):
+    """A checkpoint made 0644 by an older release is tightened to 0600 when opened."""
+    Checkpoint(tmp_path / "cp.sqlite").close()
+    os.chmod(tmp_path / "cp.sqlite", 0o644)
+    Checkpoint(tmp_path / "cp.sqlite").close()
+    assert private(tmp_path / "cp.sqlite")
+
+
+@pytest.mark.parametrize("planted", ["cp.sqlite", "cp.sqlite.lock", "cp.sqlite-wal",
+                                     "cp.sqlite-shm", "audit.csv"])
+def test_a_planted_symlink_is_refused_and_its_target_left_intact(sandbox, tmp_path, planted):
+    """A link at the checkpoint, lock, WAL, SHM or report path: exit 2, nothing sent."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / planted).symlink_to(victim)
+    res = apply(sandbox, tmp_path, tmp_path / "cp.sqlite")
+    assert res.returncode == 2, res.stderr
+    assert f"{tmp_path / planted} is a symbolic link" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert victim.read_text() == "precious\n"
+    assert sandbox.stats()["mutations"] == 0
+    assert (tmp_path / planted).is_symlink()
+
+
+def test_a_dangling_symlink_at_the_checkpoint_path_creates_nothing_through_it(
+        sandbox, tmp_path):
+    """A link to a missing file is refused too: nothing is created where it points."""
+    (tmp_path / "cp.sqlite").symlink_to(tmp_path / "elsewhere.sqlite")
+    res = apply(sandbox, tmp_path, tmp_path / "cp.sqlite")
+    assert res.returncode == 2 and "is a symbolic link" in res.stderr
+    assert not (tmp_path / "elsewhere.sqlite").exists()
