@@ -491,13 +491,16 @@ class Checkpoint:
                  "WHEN COALESCE(m.error, r.error) IS NULL THEN m.note "
                  "ELSE COALESCE(m.error, r.error) || '; ' || m.note END")
         lines = self.db.execute(
+            # every text column is neutralised: any of them may hold sheet or server text
             "SELECT r.row_number, r.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
             + ", " + n("r.lookup_value") + ", " + n("COALESCE(m.event_id, r.event_id)")
-            + ", m.timestamp, " + n("m.idempotency_key")
-            + ", COALESCE(m.merge_mode, r.merge_mode), COALESCE(m.status, r.status), "
+            + ", " + n("m.timestamp") + ", " + n("m.idempotency_key")
+            + ", " + n("COALESCE(m.merge_mode, r.merge_mode)") + ", "
+            + n("COALESCE(m.status, r.status)") + ", "
             + n("m.mutation_id") + ", m.http_status, COALESCE(m.attempts, 0), " + n(error)
-            + ", m.attributes_before, COALESCE(m.attributes_after, r.attributes), "
-            "m.applied_at, COALESCE(m.run_id, r.run_id) "
+            + ", " + n("m.attributes_before") + ", "
+            + n("COALESCE(m.attributes_after, r.attributes)") + ", "
+            + n("m.applied_at") + ", " + n("COALESCE(m.run_id, r.run_id)") + " "
             "FROM rows r INDEXED BY rows_by_number "
             # joined on the row's rowid: rows sit in sheet order, so the mutations are read
             # in nearly sequential order instead of by random row key
@@ -512,9 +515,10 @@ class Checkpoint:
         dups = self.db.execute(
             "SELECT d.row_number, d.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
             + ", " + n("r.lookup_value") + ", " + n("r.event_id")
-            + ", NULL, NULL, r.merge_mode, 'duplicate', NULL, NULL, 0, "
-            "'same content as row ' || d.first_row_number, NULL, r.attributes, NULL, "
-            "r.run_id FROM duplicate_rows d JOIN rows r ON r.row_key = d.row_key "
+            + ", NULL, NULL, " + n("r.merge_mode") + ", 'duplicate', NULL, NULL, 0, "
+            "'same content as row ' || d.first_row_number, NULL, " + n("r.attributes")
+            + ", NULL, " + n("r.run_id") + " FROM duplicate_rows d "
+            "JOIN rows r ON r.row_key = d.row_key "
             "WHERE d.generation = ? ORDER BY d.row_number",
             (gen,),
         )

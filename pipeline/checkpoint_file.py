@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.checkpoint_schema import CORE_TABLES, INDEXES_SQL, SCHEMA_SQL, SCHEMA_VERSION
 from pipeline.errors import CheckpointError
 from pipeline.private_files import fsync_dir, make_private, refuse_symlink
+from pipeline.textsafe import neutralise_cell
 from pipeline.timeutil import utcnow
 
 #: Files SQLite keeps beside the checkpoint; a link planted at one would be written through.
@@ -49,6 +50,7 @@ def open_checkpoint(path: Path, *, create: bool = True) -> sqlite3.Connection:
     make_private(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
+    db.create_function("neutralise", 1, neutralise_cell, deterministic=True)
     return db
 
 

@@ -82,9 +82,11 @@ def report_key(report: Path | str) -> str:
 
 
 def neutralised(expr: str) -> str:
-    """SQL for `expr` with a leading quote when it starts like a spreadsheet formula."""
+    """SQL for `expr` as a spreadsheet shows text (`textsafe.neutralise_cell`, registered on
+    the connection as `neutralise`); called only for the rare cell that needs it."""
     return (f"CASE WHEN substr({expr}, 1, 1) IN ('=', '+', '-', '@', char(9), char(13)) "
-            f"THEN char(39) || {expr} ELSE {expr} END")
+            f"OR instr({expr}, char(10)) OR instr({expr}, char(13)) "
+            f"THEN neutralise({expr}) ELSE {expr} END")
 
 
 def as_is(expr: str) -> str:

@@ -23,6 +23,7 @@ from pipeline.checkpoint_schema import REPORT_COLUMNS
 from pipeline.errors import UsageError
 from pipeline.private_files import refuse_symlink
 from pipeline.storage import is_remote, remote_name, upload
+from pipeline.textsafe import needs_neutralising, neutralise_cell
 
 COLUMNS = REPORT_COLUMNS
 #: With mParticle among the targets: one line per (row, event, target), saying whose it is,
@@ -33,13 +34,10 @@ TARGET_COLUMNS = (
 )
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
 _INT_COLUMNS = {"row_number", "http_status", "attempts"}
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_CHARS = frozenset(_FORMULA_START)
-#: Columns whose text this tool writes itself (keys, statuses, times, JSON objects): never a
-#: formula, so the CSV writer skips checking them.
-_OWN_TEXT = frozenset({"row_number", "row_key", "timestamp", "merge_mode", "status",
-                       "http_status", "attempts", "attributes_before", "attributes_after",
-                       "applied_at", "run_id", "target"})
+#: Line ends of the CSV report. A `\r` in the terminator makes every csv module quote a cell
+#: holding a lone carriage return (before Python 3.11.9 it did not with `\n` alone, and a
+#: spreadsheet started a new row there).
+_CSV_LINE_END = "\r\n"
 
 
 def _schema(columns: tuple[str, ...]) -> pa.Schema:
@@ -61,9 +59,7 @@ def report_format(path: Path | str) -> str:
 
 def neutralise(value: str) -> str:
     """Keep a spreadsheet from running a cell as a formula (`=HYPERLINK(...)`)."""
-    if value and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    return neutralise_cell(value)
 
 
 @contextmanager
@@ -105,7 +101,7 @@ def write_report(rows: Iterable[Mapping[str, Any] | tuple[Any, ...]], path: Path
     if fmt == "csv" and csv_ready:
         with _atomic(path, "text") as fh:
             counted = _Counted(rows)
-            writer = csv.writer(fh, lineterminator="\n")
+            writer = csv.writer(fh, lineterminator=_CSV_LINE_END)
             writer.writerow(columns)
             writer.writerows(counted)
             return counted.n
@@ -141,17 +137,15 @@ def _as_mappings(rows: Iterable[Mapping[str, Any] | tuple[Any, ...]],
 
 def _write_csv(rows: Iterable[Mapping[str, Any] | tuple[Any, ...]], fh: TextIO,
                columns: tuple[str, ...] = COLUMNS) -> int:
-    """CSV with formula-looking text neutralised (only columns that can carry sheet text)."""
-    writer = csv.writer(fh, lineterminator="\n")
+    """CSV with formula-looking text neutralised, in every column (any may carry sheet text)."""
+    writer = csv.writer(fh, lineterminator=_CSV_LINE_END)
     writer.writerow(columns)
-    risky = [i for i, c in enumerate(columns) if c not in _OWN_TEXT]
     n = 0
     for row in rows:
         values = list(row) if isinstance(row, tuple) else [row.get(c) for c in columns]
-        for i in risky:
-            v = values[i]
-            if v.__class__ is str and v[:1] in _FORMULA_CHARS:
-                values[i] = "'" + v
+        for i, v in enumerate(values):
+            if v.__class__ is str and needs_neutralising(v):
+                values[i] = neutralise_cell(v)
         writer.writerow(values)
         n += 1
     return n
