@@ -27,10 +27,11 @@ from pipeline.errors import (
     RateLimited,
     RejectedError,
     TransientError,
+    UntrustedAnswer,
     UsageError,
 )
 from pipeline.model import FoundEvent, Window
-from pipeline.timeutil import format_api, parse_event_time
+from pipeline.timeutil import TimestampError, format_api, parse_event_time
 from pipeline.transport import AiohttpTransport
 
 LOOKUP_PATH = "/v1/event-mutation/lookup"
@@ -249,8 +250,21 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 def _found_event(item: Any) -> FoundEvent:
-    if not isinstance(item, dict) or "event_id" not in item or "_timestamp" not in item:
-        raise TransientError(f"lookup item without event_id/_timestamp: {_short(item)}")
+    """One lookup result, or `UntrustedAnswer` when it is not in the documented form."""
+    if not isinstance(item, dict) or "event_id" not in item:
+        raise UntrustedAnswer(f"lookup result without an event_id: {_short(item)}",
+                              http_status=200)
+    stamp = item.get("_timestamp")
+    try:
+        if not isinstance(stamp, str):
+            raise TimestampError("not text")
+        timestamp = parse_event_time(stamp)
+    except TimestampError:
+        raise UntrustedAnswer(
+            f"lookup result {_short(item.get('event_id'), 60)} has _timestamp "
+            f"{_short(stamp, 60)}, not the documented 'YYYY-MM-DD HH:MM:SS'; the answer was "
+            "refused and nothing was sent (the next run looks it up again)",
+            http_status=200) from None
     attrs = item.get("event_attributes") or {}
     if isinstance(attrs, str):
         try:
@@ -261,6 +275,6 @@ def _found_event(item: Any) -> FoundEvent:
         event_id=str(item["event_id"]).lower(),
         event_type=str(item.get("event_type", "")),
         attributes=attrs if isinstance(attrs, dict) else {},
-        timestamp=parse_event_time(str(item["_timestamp"])),
+        timestamp=timestamp,
         is_deleted=str(item.get("_is_deleted", 0)) in ("1", "true", "True"),
     )

@@ -84,3 +84,10 @@ class ConflictError(ApiError):
 
 class RejectedError(ApiError):
     """422 (or another 4xx): the API refuses this payload. Permanent; carries its message."""
+
+
+class UntrustedAnswer(ApiError):
+    """A 2xx answer that cannot be proof of anything: a lookup event that does not match the
+    query, a `_timestamp` in an undocumented shape, a field missing. Nothing is sent on it;
+    the row ends `failed` (the next run asks again), since the fault is the answer's, not the
+    row's."""

@@ -33,6 +33,7 @@ from pipeline.errors import (
     RejectedError,
     RetryAfterTooLong,
     TransientError,
+    UntrustedAnswer,
 )
 from pipeline.keys import canonical_json, idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
@@ -412,7 +413,7 @@ class Runner:
         except RejectedError as exc:
             self._finish_row(job, Status.REJECTED, f"lookup refused: {exc}", window)
             return None
-        except (TransientError, ConflictError) as exc:
+        except (TransientError, ConflictError, UntrustedAnswer) as exc:
             self._finish_row(job, Status.FAILED, f"lookup failed: {exc}", window)
             return None
         if resolution.status is not Status.PENDING:

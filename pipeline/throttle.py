@@ -67,7 +67,8 @@ class Throttle:
             except asyncio.CancelledError:
                 if fut.done() and not fut.cancelled():
                     self._release()  # the place was handed to us: pass it on
-                else:
+                elif fut in self._waiters:
+                    # a cancelled future may already have been dropped by `_wake`
                     self._waiters.remove(fut)
                 raise
         try:

@@ -12,6 +12,10 @@ from datetime import UTC, date, datetime, time, timedelta
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MONTH_ONLY = re.compile(r"^(\d{4})-(\d{2})$")
+#: The lookup endpoint's `_timestamp`: `YYYY-MM-DD HH:MM:SS` (a `T`, a fraction and a zone are
+#: tolerated, being unambiguous); epoch numbers, local date orders and RFC 2822 are not.
+_EVENT_TIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 class TimestampError(ValueError):
@@ -60,7 +64,10 @@ def format_api(dt: datetime) -> str:
 
 
 def parse_event_time(text: str) -> datetime:
-    """The lookup endpoint's `_timestamp` (`YYYY-MM-DD HH:MM:SS`, UTC)."""
+    """The lookup endpoint's `_timestamp` (`YYYY-MM-DD HH:MM:SS`, UTC); any other shape is a
+    `TimestampError`, never a guess."""
+    if not _EVENT_TIME.match(text.strip()):
+        raise TimestampError(f"{text!r} is not a lookup timestamp (YYYY-MM-DD HH:MM:SS)")
     return parse_timestamp(text)
 
 
