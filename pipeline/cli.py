@@ -45,7 +45,14 @@ from pipeline.storage import is_remote, local_copy, sibling
 from pipeline.summary import print_plan_details, print_summary
 from pipeline.targets.mparticle import cli_options as mp_cli
 from pipeline.targets.mparticle.deliver import MParticleSetup
+from pipeline.textsafe import printable
 from pipeline.timeutil import TimestampError, parse_timestamp
+
+
+def _say(message: str, *, err: bool = False) -> None:
+    """Print one line for a person; values in it (sheet cells, file names, server messages)
+    are escaped so they can never drive the terminal."""
+    click.echo(printable(message), err=err)
 
 
 class _Group(click.Group):
@@ -73,14 +80,14 @@ class _Group(click.Group):
             if log.handlers:
                 log.error("%s", exc, extra={"event": "error", "exit_code": exc.exit_code})
             else:
-                click.echo(f"corrections: error: {exc}", err=True)
+                _say(f"corrections: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("corrections: interrupted", err=True)
+            _say("corrections: interrupted", err=True)
             ctx.exit(130)
         except OSError as exc:  # a file we were pointed at cannot be read or written
             where = f" {exc.filename}" if exc.filename else ""
-            click.echo(f"corrections: error:{where}: {exc.strerror or exc}", err=True)
+            _say(f"corrections: error:{where}: {exc.strerror or exc}", err=True)
             ctx.exit(2)
 
 
@@ -165,7 +172,7 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
     if not usermaven:
         yield None, setup
         return
-    token = check_token(read_token(token_file, lambda m: click.echo(f"corrections: warning: {m}",
+    token = check_token(read_token(token_file, lambda m: _say(f"corrections: warning: {m}",
                                                                      err=True)))
     yield Target.remote(api_url, token), setup
 
@@ -211,12 +218,12 @@ def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
 def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
 
     def on_problem(p: RowProblem) -> None:
-        click.echo(str(p))
+        _say(str(p))
 
     usermaven, mparticle = mp_cli.wanted(kw or {})
     out = validate_sheet(job, on_problem, usermaven=usermaven,
                          mparticle=mp_cli.options_from(kw or {}) if mparticle else None)
-    click.echo(f"{out.rows} rows: {out.valid} valid, {out.problems} invalid", err=True)
+    _say(f"{out.rows} rows: {out.valid} valid, {out.problems} invalid", err=True)
     sys.exit(out.exit_code)
 
 
@@ -311,29 +318,29 @@ def status(checkpoint: Path, as_json: bool) -> None:
     """
     info = checkpoint_status(checkpoint)
     if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+        click.echo(json.dumps(info, indent=2, default=str))  # json escapes controls
         return
     last = info["last_run"]
-    click.echo(f"checkpoint: {info['checkpoint']}")
-    click.echo(f"last run:   {last['run_id']} ({last['command']}) started {last['started_at']}, "
+    _say(f"checkpoint: {info['checkpoint']}")
+    _say(f"last run:   {last['run_id']} ({last['command']}) started {last['started_at']}, "
                f"finished {last['finished_at'] or '— (killed or running)'}, "
                f"exit {last['exit_code'] if last['exit_code'] is not None else '—'}")
-    click.echo(f"sheet:      {last['sheet']}")
+    _say(f"sheet:      {last['sheet']}")
     targets = info.get("targets") or {"usermaven": info["counts"]}
     if "usermaven" in targets:
-        click.echo("rows by status:")
+        _say("rows by status:")
         for name, n in sorted(info["counts"].items(), key=lambda kv: -kv[1]):
-            click.echo(f"  {name:<10} {n:>8}")
-        click.echo(f"not done:   {info['left']} row(s) not in a success state; a rerun "
+            _say(f"  {name:<10} {n:>8}")
+        _say(f"not done:   {info['left']} row(s) not in a success state; a rerun "
                    f"retries {info['retryable']} (pending/failed), and {info['unresolved']} "
                    "more with --retry-unresolved")
     mparticle = targets.get("mparticle")
     if mparticle is not None:
-        click.echo("mparticle rows by status:")
+        _say("mparticle rows by status:")
         for name, n in sorted(mparticle.items(), key=lambda kv: -kv[1]):
-            click.echo(f"  {name:<10} {n:>8}")
+            _say(f"  {name:<10} {n:>8}")
         left = sum(n for s, n in mparticle.items() if s not in ("accepted", "duplicate"))
-        click.echo(f"mparticle not done: {left} row(s); a rerun resends pending and failed "
+        _say(f"mparticle not done: {left} row(s); a rerun resends pending and failed "
                    "batches byte for byte (mParticle drops what it already has)")
 
 
@@ -350,7 +357,7 @@ def report(checkpoint: Path, out: str) -> None:
       corrections report --checkpoint fixes.checkpoint.sqlite --out fixes.audit.parquet
     """
     n = reemit_report(checkpoint, out)
-    click.echo(f"wrote {n} lines to {out}", err=True)
+    _say(f"wrote {n} lines to {out}", err=True)
 
 
 
@@ -383,15 +390,15 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
     from pipeline.client import check_api_url
     from pipeline.verify import verify
 
-    token = check_token(read_token(token_file, lambda m: click.echo(
+    token = check_token(read_token(token_file, lambda m: _say(
         f"corrections: warning: {m}", err=True)))
     out = verify(checkpoint, check_api_url(api_url), token, wait=wait,
                  concurrency=concurrency, timeout=timeout)
     for line in out.details[:50]:
-        click.echo(f"  {line}")
-    click.echo(f"verified {out.verified} · mismatch {out.mismatch} · not visible {out.pending} · "
+        _say(f"  {line}")
+    _say(f"verified {out.verified} · mismatch {out.mismatch} · not visible {out.pending} · "
                f"cannot verify {out.unverifiable} · {out.requests} lookups")
     if report is not None:
         n = reemit_report(checkpoint, report)
-        click.echo(f"report: {report} ({n} lines)")
+        _say(f"report: {report} ({n} lines)")
     sys.exit(out.exit_code)

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from pipeline.textsafe import printable
+
 LOGGER = "corrections"
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -26,9 +28,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record for people; sheet and server text in it is escaped (`printable`),
+    so a value can neither drive the terminal nor forge a line of its own."""
+
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"corrections: {prefix}{record.getMessage()}"
+        return f"corrections: {prefix}{printable(record.getMessage())}"
 
 
 def setup_logging(fmt: str = "text", *, quiet: bool = False, verbose: bool = False,

@@ -10,6 +10,7 @@ import click
 
 from pipeline.jobs import ApplyOutcome
 from pipeline.model import Status
+from pipeline.textsafe import printable
 
 _ORDER = [s.value for s in (
     Status.APPLIED, Status.ACCEPTED, Status.UNCHANGED, Status.DUPLICATE, Status.PLANNED,
@@ -102,12 +103,14 @@ def print_plan_details(outcome: ApplyOutcome, out: TextIO | None = None) -> None
     """Per event, each attribute old → new (the first lines; the plan report has all)."""
     echo = _echo(out)
     for line in outcome.preview:
-        echo(_plan_line(line))
+        for text in _plan_lines(line):
+            echo(text)
     if len(outcome.preview) < sum(outcome.counts.values()):
         echo(f"… the whole plan is in {outcome.report}")
 
 
-def _plan_line(line: dict[str, Any]) -> str:
+def _plan_lines(line: dict[str, Any]) -> list[str]:
+    """The lines for one plan entry (each printed escaped: values may hold anything)."""
     head = f"row {line['row_number']}: {line['status']}"
     if line.get("target"):
         head = f"row {line['row_number']} → {line['target']}: {line['status']}"
@@ -125,10 +128,10 @@ def _plan_line(line: dict[str, Any]) -> str:
             else:
                 old = json.dumps(before[k], ensure_ascii=False) if k in before else "(absent)"
                 parts.append(f"{k}: {old} → {json.dumps(v, ensure_ascii=False)}")
-        return head + "\n    " + "\n    ".join(parts)
+        return [head, *(f"    {part}" for part in parts)]
     if line["error"]:
         head += f" — {line['error']}"
-    return head
+    return [head]
 
 
 def _rate(rows: int, seconds: float) -> str:
@@ -138,6 +141,7 @@ def _rate(rows: int, seconds: float) -> str:
 
 
 def _echo(out: TextIO | None) -> Any:
+    """Print one line, escaped: a sheet value or server message never drives the terminal."""
     def echo(text: str) -> None:
-        click.echo(text, file=out)
+        click.echo(printable(text), file=out)
     return echo
