@@ -228,7 +228,7 @@ def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
 
 
 @main.command()
-@click.argument("sheet")
+@click.argument("sheet", required=False)
 @sheet_options
 @api_options
 @mp_cli.target_options
@@ -237,9 +237,13 @@ def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
 @click.option("--report", metavar="PATH|s3://…",
               help="Audit report (.csv, .parquet, .jsonl; default <sheet stem>.audit.csv).")
 @click.option("--strict", is_flag=True, help="Send nothing if any row is invalid (exit 2).")
+@click.option("--plan", "plan", metavar="PLAN", help="Apply this saved plan (instead of SHEET).")
+@click.option("--expect-digest", metavar="sha256:HEX", help="Refuse a plan with another digest.")
+@click.option("--no-refresh", is_flag=True, help="With --plan: send without reading each "
+              "event again first (its guard is not checked).")
 @output_options
 @config_option
-def apply(sheet: str, **kw: Any) -> None:
+def apply(sheet: str | None, **kw: Any) -> None:
     """Resolve, correct and record every row of SHEET; safe to rerun after any failure.
 
     A rerun of the same command resumes from the checkpoint and never applies a change
@@ -255,7 +259,13 @@ def apply(sheet: str, **kw: Any) -> None:
       export USERMAVEN_TOKEN=API_KEY.SERVER_TOKEN
       corrections apply fixes.csv --event-type order_completed --match order_id \\
           --from 2026-03-01 --to 2026-03-31
+      corrections apply --plan fixes.plan.json --expect-digest sha256:…
     """
+    if kw["plan"] is not None or sheet is None:
+        from pipeline.cli_plans import apply_plan
+
+        apply_plan(sheet, kw)
+    assert sheet is not None
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with (_sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
@@ -280,17 +290,21 @@ def apply(sheet: str, **kw: Any) -> None:
 @run_options
 @click.option("--report", metavar="PATH|s3://…",
               help="Plan report (default <sheet stem>.plan.csv).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the plan file (.plan.json) for `apply --plan`.")
 @output_options
 @config_option
 def plan(sheet: str, **kw: Any) -> None:
     """Show what `apply` would change, event by event (before → after); mutate nothing.
 
     Makes lookups only and writes a plan report with the audit report's columns, statuses
-    `planned`, `unchanged`, `not_found`, `ambiguous`, `invalid`.
+    `planned`, `unchanged`, `drifted`, `not_found`, `ambiguous`, `invalid`. With --out, also
+    writes the plan file and prints its digest: `apply --plan` sends exactly its items.
 
     \b
     Example:
       corrections plan fixes.csv --event-type order_completed --match order_id
+      corrections plan fixes.csv --match order_id --out fixes.plan.json
     """
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
@@ -298,10 +312,24 @@ def plan(sheet: str, **kw: Any) -> None:
           as (job, _checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw, plan=True)
           as (target, mparticle)):
-        outcome = plan_sheet(job, target, _run_options(kw), report=report, mparticle=mparticle)
+        saved: dict[str, Any] = {}
+        hook = None
+        if kw["out"] is not None:
+            from pipeline.plan_jobs import plan_saver
+
+            if target is None or mparticle is not None:
+                raise UsageError("a saved plan holds Usermaven mutations; plan --out with "
+                                 "--target usermaven only")
+            hook = plan_saver(kw["out"], job, target, _run_options(kw), saved)
+        outcome = plan_sheet(job, target, _run_options(kw), report=report, mparticle=mparticle,
+                             on_checkpoint=hook)
     if not kw["quiet"]:
         print_plan_details(outcome)
         print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
+    if saved:
+        from pipeline.cli_plans import echo_saved
+
+        echo_saved(kw["out"], saved)
     sys.exit(outcome.exit_code)
 
 
@@ -402,3 +430,12 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
         n = reemit_report(checkpoint, report)
         _say(f"report: {report} ({n} lines)")
     sys.exit(out.exit_code)
+
+
+def _register_plan_commands() -> None:
+    from pipeline.cli_plans import revert_command
+
+    main.add_command(revert_command)
+
+
+_register_plan_commands()

@@ -187,10 +187,13 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
                report: Path | str,
                transport: httpx.AsyncBaseTransport | None = None,
                on_row: Callable[[int, Status, str | None], None] | None = None,
-               preview: int = 200, mparticle: MParticleSetup | None = None) -> ApplyOutcome:
+               preview: int = 200, mparticle: MParticleSetup | None = None,
+               on_checkpoint: Callable[[Checkpoint, ApplyOutcome], None] | None = None,
+               ) -> ApplyOutcome:
     """Lookups only: what `apply` would do, in a throwaway checkpoint; nothing is mutated.
 
     For mParticle the batches are built and routed but not sent (status `planned`).
+    `on_checkpoint` sees the throwaway checkpoint before it goes (to save the plan).
     """
     opts = RunOptions(**{**options.__dict__, "plan_only": True})
     with tempfile.TemporaryDirectory(prefix="corrections-plan-") as tmp:
@@ -202,6 +205,8 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
             outcome.preview = [
                 line if isinstance(line, dict) else dict(zip(COLUMNS, line, strict=True))
                 for line in itertools.islice(report_lines(cp, None, outcome.targets), preview)]
+            if on_checkpoint is not None:
+                on_checkpoint(cp, outcome)
         finally:
             cp.close()
         return outcome

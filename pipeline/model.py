@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.guards import Guard
 
 
 class Status(StrEnum):
@@ -26,12 +29,13 @@ class Status(StrEnum):
     VERIFIED = "verified"
     MISMATCH = "mismatch"
     ACCEPTED = "accepted"  # mParticle answered 202 for the batch carrying the correction
+    DRIFTED = "drifted"  # the event no longer holds what the guard expects: nothing sent
 
 
 #: States that count as done: a rerun skips them and they give exit code 0.
 SUCCESS = frozenset({Status.APPLIED, Status.UNCHANGED, Status.DUPLICATE, Status.VERIFIED})
-#: Lookup outcomes retried only with --retry-unresolved.
-UNRESOLVED = frozenset({Status.NOT_FOUND, Status.AMBIGUOUS})
+#: Outcomes retried only with --retry-unresolved: the data may have changed since.
+UNRESOLVED = frozenset({Status.NOT_FOUND, Status.AMBIGUOUS, Status.DRIFTED})
 #: Outcomes a rerun never retries: the API gave a final answer (or the row itself is wrong).
 PERMANENT = frozenset({Status.CONFLICT, Status.REJECTED, Status.INVALID})
 
@@ -66,6 +70,14 @@ class Correction:
     mpid: str | None = None
     #: The sheet's own time of the event (`timestamp` with event_id, else `event_time`).
     event_time: datetime | None = None
+    #: What the event must hold for the change to be sent (`expect.<attr>` cells, a plan).
+    guard: Guard | None = None
+    #: The idempotency key is a reviewed plan's: sent exactly as it is, never re-derived.
+    exact_key: bool = False
+    #: Read the event's current state before sending (a plan item addressed by event id).
+    refresh: bool = False
+    #: The state a plan saw before this change, recorded when the event is not read again.
+    known_before: Mapping[str, Any] | None = None
 
     @property
     def needs_lookup(self) -> bool:

@@ -38,6 +38,7 @@ from pipeline.errors import (
 from pipeline.keys import canonical_json, idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
 from pipeline.progress import RunProgress
+from pipeline.refresh import current_state
 from pipeline.resolve import LookupCache, Resolution, Resolver
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
 from pipeline.throttle import Throttle
@@ -165,7 +166,7 @@ def row_status(outcomes: Iterable[Status]) -> Status:
     """A row's status from its events': the worst one wins."""
     found = set(outcomes)
     for s in (Status.PENDING, Status.FAILED, Status.CONFLICT, Status.REJECTED,
-              Status.NOT_FOUND, Status.AMBIGUOUS):
+              Status.NOT_FOUND, Status.AMBIGUOUS, Status.DRIFTED):
         if s in found:
             return s
     if Status.APPLIED in found:
@@ -322,7 +323,9 @@ class Runner:
     async def _prepare(self, c: Correction,
                        state: RowState | None) -> tuple[Resolution, list[_Target], list[Intent]]:
         """Find the row's events, or pick up the intents an earlier run committed."""
-        if state and state.intents:
+        recheck = self.opts.retry_unresolved and state is not None and any(
+            i.status is Status.DRIFTED for i in state.intents)
+        if state and state.intents and not recheck:
             intents = [
                 await self._reconcile_if_stale(c, i) if i.status in _RESEND else i
                 for i in state.intents
@@ -330,7 +333,10 @@ class Runner:
             return Resolution(Status.PENDING), [], intents
         if c.event_id is not None:
             assert c.timestamp is not None
-            return Resolution(Status.PENDING), [_Target(c.event_id, c.timestamp, None)], []
+            before = c.known_before
+            if c.refresh:
+                before = (await current_state(self.cache, c)).attributes
+            return Resolution(Status.PENDING), [_Target(c.event_id, c.timestamp, before)], []
         resolution = await self.resolver.resolve(c)
         targets = [_Target(e.event_id, e.timestamp, e.attributes) for e in resolution.events]
         return resolution, targets, []
@@ -454,14 +460,29 @@ class Runner:
         intents: list[Intent] = []
         attrs = dict(c.attributes)
         for seq, t in enumerate(targets):
-            key = self._key_for(c, t.event_id, len(targets))
+            key = (c.idempotency_key if c.exact_key and c.idempotency_key
+                   else self._key_for(c, t.event_id, len(targets)))
             change = _change(attrs, c.merge_mode)
             last = self._last_change.get(t.event_id)
             before = self._states.get(t.event_id, t.before)
             status = Status.PLANNED if self.opts.plan_only else Status.PENDING
             note = None
+            drift = (c.guard.drift(before) if c.guard is not None and before is not None
+                     and not holds(before, attrs, c.merge_mode) else None)
+            if drift is not None:
+                # the event is not what the reviewer (or the sheet's expect.*) saw: untouched,
+                # and later rows do not assume this change landed
+                intents.append(Intent(
+                    row_key=c.row_key, event_id=t.event_id, idempotency_key=key,
+                    timestamp=format_api(t.timestamp), merge_mode=c.merge_mode,
+                    attributes_after=attrs, attributes_before=before, status=Status.DRIFTED,
+                    seq=seq, note=drift))
+                continue
             if before is not None and holds(before, attrs, c.merge_mode):
                 status = Status.UNCHANGED
+            elif c.exact_key:
+                note = self._duplicate_of(key, c, t.event_id)
+                status = Status.DUPLICATE if note is not None else status
             elif last is not None and last != change and self._repeats(key, c, t.event_id):
                 # A → B → A: the second A is a new application, so it needs a key of its own
                 # (the first A's key would only replay the first answer)

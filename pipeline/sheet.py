@@ -40,7 +40,7 @@ from pipeline.readers.parquet_rows import _open_parquet, _parquet_header, _parqu
 from pipeline.readers.xlsx_rows import _open_xlsx, _xlsx_header, _xlsx_rows, _xlsx_sheet
 from pipeline.targets.mparticle.limits import IDENTITY_KEYS, IDENTITY_PREFIX, MPID_COLUMN
 
-__all__ = ["CSV_FIELD_LIMIT", "KNOWN_COLUMNS", "MAX_CELL_CHARS", "SET_PREFIX",
+__all__ = ["CSV_FIELD_LIMIT", "EXPECT_PREFIX", "KNOWN_COLUMNS", "MAX_CELL_CHARS", "SET_PREFIX",
            "SUPPORTED_SUFFIXES", "RawRow", "check_columns", "columns", "fingerprint",
            "read_rows"]
 
@@ -62,6 +62,8 @@ KNOWN_COLUMNS = (
 )
 _KNOWN = frozenset(KNOWN_COLUMNS)
 SET_PREFIX = "set."
+#: `expect.<attr>`: a guard, the value the event must hold for the row to be sent.
+EXPECT_PREFIX = "expect."
 
 # --------------------------------------------------------------------------- public API
 
@@ -221,6 +223,8 @@ def _allowed(col: str, match: str | None) -> bool:
         return True
     if col.startswith(IDENTITY_PREFIX) or col == MPID_COLUMN:  # mParticle's user
         return col == MPID_COLUMN or col[len(IDENTITY_PREFIX):] in IDENTITY_KEYS
+    if col.startswith(EXPECT_PREFIX):
+        return len(col) > len(EXPECT_PREFIX)
     return col.startswith(SET_PREFIX) and len(col) > len(SET_PREFIX)
 
 
@@ -244,6 +248,6 @@ def _unknown_message(unknown: list[str], match: str | None) -> str:
     if not match:
         hints.append("to look events up by a column's values pass --match <column>")
     return (f"{msg} Allowed columns: {', '.join(KNOWN_COLUMNS)}, set.<attribute>, "
-            "identity.<key>, mpid (the mParticle user)"
+            "expect.<attribute>, identity.<key>, mpid (the mParticle user)"
             + (f" and {match!r} (--match)" if match else "") + ". Hint: " + "; ".join(hints)
             + ".")

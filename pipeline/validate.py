@@ -45,9 +45,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline.guards import Guard
 from pipeline.keys import canonical_json, row_key
 from pipeline.model import MERGE_MODES, Correction, RowProblem, SheetDefaults, Window
-from pipeline.sheet import SET_PREFIX, RawRow, check_columns, columns, read_rows
+from pipeline.sheet import EXPECT_PREFIX, SET_PREFIX, RawRow, check_columns, columns, read_rows
 from pipeline.targets.mparticle.limits import IDENTITY_PREFIX, MPID_COLUMN
 from pipeline.timeutil import TimestampError, month_window, parse_timestamp
 
@@ -175,6 +176,12 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
             if event_type is not None:
                 _check_event_type(event_type, "event_type")
         attrs = _attributes(cells)
+        for col in cells:
+            if col[:7] == EXPECT_PREFIX:
+                raise _Invalid(col, "a guard (expect.<attribute>) needs the event's current "
+                               "state, which only a lookup reads; look the event up instead of "
+                               "naming event_id (lookup_key/lookup_value or --match), or drop "
+                               "the guard")
         merge_mode = _merge_mode(get("merge_mode"), p)
         key = get("idempotency_key")
         if key is not None:
@@ -228,6 +235,9 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
         "merge_mode": merge_mode,
         "idempotency_key": key,
     }
+    expected = _expected(cells)
+    if expected:  # only then: keys of other sheets stay as they were
+        content["expect"] = expected
     identities, mpid = _user(cells)
     event_time = None
     if identities or mpid is not None:  # only then: keys of other sheets stay as they were
@@ -239,7 +249,14 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
         merge_mode=merge_mode, event_type=event_type, lookup_key=lookup_key,
         lookup_value=lookup_value, window=window, idempotency_key=key,
         identities=identities, mpid=mpid, event_time=event_time[0] if event_time else None,
+        guard=Guard(expected) if expected else None,
     )
+
+
+def _expected(cells: Mapping[str, Any]) -> dict[str, Any]:
+    """`expect.<attr>` cells: the values the event must hold now (typed like `set.*`)."""
+    return {col[7:]: _attribute_value(value, col) for col, value in cells.items()
+            if col[:7] == EXPECT_PREFIX}
 
 
 def _user(cells: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:

@@ -1,0 +1,111 @@
+"""The command line of reviewed plans: `apply --plan`, `plan --out`'s output, `revert`.
+
+Kept beside `pipeline.cli` (which registers these) so each file stays one sitting long; the
+work itself is in `pipeline.plan_jobs`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import pipeline.cli as cli
+from pipeline.errors import UsageError
+from pipeline.logs import setup_logging
+from pipeline.plan_jobs import (
+    default_plan_checkpoint,
+    default_plan_report,
+    load_plan,
+    write_revert,
+)
+from pipeline.progress import RunProgress
+from pipeline.revert import CANNOT_REVERT
+from pipeline.summary import print_summary
+from pipeline.targets.mparticle import cli_options as mp_cli
+
+
+def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
+    """`apply --plan PLAN`: carry out a saved plan exactly; exits with the run's code."""
+    from pipeline.jobs import apply_sheet
+
+    if sheet is not None:
+        raise UsageError("give either a SHEET or --plan PLAN, not both")
+    if kw["plan"] is None:
+        raise UsageError("give the SHEET to apply, or --plan PLAN (a plan written by "
+                         "`corrections plan SHEET --out PLAN`)")
+    usermaven, mparticle = mp_cli.wanted(kw)
+    if mparticle or not usermaven:
+        raise UsageError("a saved plan holds Usermaven mutations; drop --target mparticle "
+                         "(deliver to mParticle from the sheet with `apply SHEET`)")
+    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    path = Path(kw["plan"])
+    checkpoint = kw["checkpoint"] or default_plan_checkpoint(path)
+    report = kw["report"] or str(default_plan_report(path))
+    with cli._target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, _):
+        assert target is not None
+        job = load_plan(path, target, expect_digest=kw["expect_digest"],
+                        refresh=not kw["no_refresh"])
+        assert job.plan is not None
+        click.echo(f"plan {job.plan.digest}: {len(job.plan.items)} item(s), "
+                   f"{'no refresh' if kw['no_refresh'] else 'each event read again first'}",
+                   err=True)
+        progress = RunProgress.for_terminal(len(job.plan.items), quiet=kw["quiet"])
+        outcome = apply_sheet(job, target, cli._run_options(kw), checkpoint=checkpoint,
+                              report=report, progress=progress,
+                              on_row=cli._row_echo(kw["verbose"], kw["log_format"] == "json"))
+    if not kw["quiet"]:
+        print_summary(outcome, sheet=str(path), log_json=kw["log_format"] == "json")
+    sys.exit(outcome.exit_code)
+
+
+def echo_saved(out: Path, saved: dict[str, Any]) -> None:
+    """What `plan --out` prints: the digest to approve, and what the plan holds."""
+    click.echo(f"plan {saved['digest']}")
+    note = (f"; {saved['unchecked']} by event_id, not checked (no lookup)"
+            if saved["unchecked"] else "")
+    click.echo(f"wrote {out}: {saved['items']} item(s) to send, {saved['skipped']} row(s) or "
+               f"event(s) left alone{note}. Apply exactly this with: corrections apply --plan "
+               f"{out} --expect-digest {saved['digest']}", err=True)
+
+
+@click.command("revert")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The checkpoint of the run(s) to undo.")
+@click.option("--run", "runs", multiple=True, metavar="RUN_ID",
+              help="A run to undo (repeatable); `corrections status` shows run ids.")
+@click.option("--all", "all_runs", is_flag=True, help="Undo every run of the checkpoint.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="The plan file to write (default beside the checkpoint, .plan.json).")
+@click.option("--force", is_flag=True,
+              help="No guard: restore events even if they changed after the run.")
+def revert_command(checkpoint: Path, runs: tuple[str, ...], all_runs: bool, out: Path | None,
+                   force: bool) -> None:
+    """Write the plan that returns every event a run changed to its state before that run.
+
+    Each item replaces the event's attributes with those seen before the run, guarded by the
+    state the run left: an event changed since is `drifted` when the plan is applied, and
+    left alone (unless --force). Events never looked up (event_id rows) are listed as
+    cannot_revert. Nothing is sent: review the plan, then apply it with `apply --plan`.
+
+    \b
+    Example:
+      corrections revert --checkpoint fixes.checkpoint.sqlite --run run-20261123T030000Z-ab12cd
+      corrections apply --plan fixes.revert-run-20261123T030000Z-ab12cd.plan.json
+    """
+    if bool(runs) == all_runs:
+        raise UsageError("name the run(s) to undo with --run RUN_ID, or give --all")
+    done = write_revert(checkpoint, None if all_runs else list(runs), out=out, force=force)
+    plan = done.plan
+    for item in plan.items[:50]:
+        click.echo(f"  restore {item.event_id} ({item.event_type or 'event'}): "
+                   f"{len(item.attributes_after)} attribute(s) as before the run")
+    for s in plan.skipped:
+        click.echo(f"  {CANNOT_REVERT} {s.event_id}: {s.reason}")
+    click.echo(f"plan {done.digest}")
+    click.echo(f"wrote {done.out}: {len(plan.items)} event(s) to restore, "
+               f"{len(plan.skipped)} cannot be reverted"
+               f"{' (no guards: --force)' if force else ''}. Apply it with: corrections apply "
+               f"--plan {done.out} --expect-digest {done.digest}", err=True)

@@ -1,0 +1,135 @@
+"""Undo at the data level: the plan that returns each event a run changed to its earlier state.
+
+For every event the chosen runs mutated, the checkpoint holds the attributes seen before the
+first of those mutations (the lookup's answer) and every change applied after it, in order.
+The revert item is a `replace` with that earlier state, guarded by the state the runs left
+(the before-state with each applied change folded in): an event someone changed since is
+`drifted` when the revert is applied and left alone, unless `--force` drops the guard.
+
+Events whose earlier state was never seen (direct `event_id` rows are sent without a lookup)
+cannot be restored and are listed `cannot_revert` with the reason. The revert's keys are
+derived from what it restores and from what it reverts, so writing the same revert twice gives
+the same plan, and applying it twice sends nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.guards import Guard
+from pipeline.keys import KEY_PREFIX, MAX_KEY_LENGTH, canonical_json, digest
+from pipeline.planfile import Plan, PlanError, PlanItem, Skipped
+from pipeline.timeutil import utcnow
+
+#: Mutation statuses that mean "the API applied this change" (verify may have relabelled it).
+_APPLIED = ("applied", "verified", "mismatch")
+#: The API's limit on `event_attributes`, as compact UTF-8 JSON.
+_MAX_ATTRIBUTES_BYTES = 10240
+CANNOT_REVERT = "cannot_revert"
+
+
+@dataclass
+class _EventHistory:
+    """One event's mutations in the runs being reverted, oldest first."""
+
+    event_id: str
+    timestamp: str
+    event_type: str | None
+    lookup_key: str | None
+    lookup_value: str | None
+    row_number: int | None
+    before: Mapping[str, Any] | None
+    changes: list[tuple[Mapping[str, Any], str]] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
+
+
+def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = False) -> Plan:
+    """The plan undoing `runs` (None: every run of the checkpoint)."""
+    known = [r[0] for r in cp.db.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
+    chosen = list(known) if runs is None else list(dict.fromkeys(runs))
+    missing = [r for r in chosen if r not in known]
+    if missing:
+        raise PlanError(f"{cp.path} has no run {', '.join(missing)}; `corrections status "
+                        f"--checkpoint {cp.path}` lists the runs (last first)")
+    histories = _histories(cp, chosen)
+    items: list[PlanItem] = []
+    skipped: list[Skipped] = []
+    for h in histories:
+        if h.before is None:
+            skipped.append(Skipped(
+                CANNOT_REVERT, "its state before the run was never seen (an event_id row is "
+                "sent without a lookup), so there is nothing to restore it to",
+                event_id=h.event_id, row_number=h.row_number))
+            continue
+        size = len(json.dumps(dict(h.before), separators=(",", ":"), ensure_ascii=False)
+                   .encode("utf-8"))
+        if size > _MAX_ATTRIBUTES_BYTES:
+            skipped.append(Skipped(
+                CANNOT_REVERT, f"its earlier attributes are {size} bytes as JSON, over the "
+                "API's 10 KB limit for one mutation", event_id=h.event_id,
+                row_number=h.row_number))
+            continue
+        left = _fold(h.before, h.changes)
+        items.append(PlanItem(
+            event_id=h.event_id, timestamp=h.timestamp,
+            idempotency_key=_revert_key(h.event_id, h.before, left, sorted(h.runs)),
+            merge_mode="replace", attributes_after=dict(h.before),
+            attributes_before=left, guard=None if force else Guard(left, whole=True),
+            event_type=h.event_type, lookup_key=h.lookup_key, lookup_value=h.lookup_value,
+            row_number=h.row_number,
+            note=f"restores the state before {', '.join(sorted(h.runs))}",
+        ))
+    if not items and not skipped:
+        raise PlanError(f"the run(s) {', '.join(chosen) or '(none)'} applied no mutation; "
+                        "there is nothing to revert")
+    return Plan(
+        kind="revert",
+        api={"usermaven": {"url": cp.meta("api_url"), "workspace": cp.meta("workspace")}},
+        source={"checkpoint": str(cp.path), "runs": chosen},
+        options={"force": force}, items=tuple(items), skipped=tuple(skipped),
+        created_at=utcnow().isoformat(),
+    )
+
+
+def _histories(cp: Checkpoint, runs: Sequence[str]) -> list[_EventHistory]:
+    """Applied mutations of `runs`, grouped per event in the order they were applied."""
+    marks = ",".join("?" * len(runs))
+    states = ",".join("?" * len(_APPLIED))
+    cur = cp.db.execute(
+        "SELECT m.event_id, m.timestamp, m.attributes_before, m.attributes_after, "
+        "m.merge_mode, m.run_id, r.event_type, r.lookup_key, r.lookup_value, r.row_number "
+        "FROM mutations m LEFT JOIN rows r ON r.row_key = m.row_key "
+        f"WHERE m.run_id IN ({marks}) AND m.status IN ({states}) "
+        "ORDER BY m.applied_at, m.rowid",
+        (*runs, *_APPLIED),
+    )
+    by_event: dict[str, _EventHistory] = {}
+    for (event_id, ts, before, after, mode, run_id, etype, lkey, lvalue, number) in cur:
+        h = by_event.get(event_id)
+        if h is None:
+            h = by_event[event_id] = _EventHistory(
+                event_id, ts, etype, lkey, lvalue, number,
+                None if before is None else json.loads(before))
+        h.changes.append((json.loads(after), mode))
+        h.runs.add(run_id)
+    return list(by_event.values())
+
+
+def _fold(before: Mapping[str, Any], changes: Iterable[tuple[Mapping[str, Any], str]]
+          ) -> dict[str, Any]:
+    """The attributes an event holds after `changes` were applied to `before`, in order."""
+    state = dict(before)
+    for attrs, mode in changes:
+        state = dict(attrs) if mode == "replace" else {**state, **attrs}
+    return state
+
+
+def _revert_key(event_id: str, restore: Mapping[str, Any], left: Mapping[str, Any],
+                runs: Sequence[str]) -> str:
+    hexdigest = digest("revert", event_id.lower(), canonical_json(restore),
+                       canonical_json(left), canonical_json(list(runs)))
+    return (KEY_PREFIX + hexdigest)[:MAX_KEY_LENGTH]
