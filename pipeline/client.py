@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from pipeline.errors import (
-    ApiError,
     AuthError,
     ConflictError,
+    FatalApiError,
     NotFoundError,
     RateLimited,
     RejectedError,
@@ -36,7 +36,9 @@ from pipeline.transport import AiohttpTransport
 
 LOOKUP_PATH = "/v1/event-mutation/lookup"
 MUTATION_PATH = "/v1/event-mutation"
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+#: 408 (the server gave up waiting for our request) is as transient as a 5xx
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -165,12 +167,15 @@ class UsermavenClient:
             "merge_mode": merge_mode,
             "idempotency_key": idempotency_key,
         }
-        data = await self._post(MUTATION_PATH, body)
-        if not isinstance(data, dict) or data.get("status") != 1 or not data.get("mutation_id"):
-            raise TransientError(
-                f"mutation answer without status 1 and a mutation_id: {_short(data)}",
-                http_status=200,
-            )
+        try:
+            data = await self._post(MUTATION_PATH, body)
+        except NotJson as exc:
+            raise TransientError(f"the answer is not proof the mutation was applied: {exc}",
+                                 http_status=exc.http_status) from None
+        problem = proof_problem(data, event_id)
+        if problem:
+            raise TransientError(f"the answer is not proof the mutation was applied: {problem}",
+                                 http_status=200)
         return MutationResult(mutation_id=str(data["mutation_id"]), http_status=200)
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
@@ -202,13 +207,66 @@ def transport_errors() -> Iterator[None]:
         raise TransientError(f"connection failed ({type(exc).__name__})") from None
 
 
+class NotJson(TransientError):
+    """A 200 whose body is not JSON (a proxy's page, a truncated answer): retried."""
+
+
+def proof_problem(data: Any, event_id: str) -> str | None:
+    """Why a 200 answer is not the documented proof of a mutation, or None when it is.
+
+    The proof is `{"status": 1, "mutation_id": ..., "event_id": <the event sent>}`: an answer
+    naming another event (a replayed key, a confused proxy) proves nothing about this one.
+    """
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("status") != 1 or isinstance(data.get("status"), bool):
+        return f"status is {_short(data.get('status'))}, not 1"
+    mutation_id = data.get("mutation_id")
+    if not isinstance(mutation_id, str | int) or isinstance(mutation_id, bool) \
+            or not str(mutation_id).strip():
+        return "no mutation_id"
+    answered = data.get("event_id")
+    if not isinstance(answered, str) or not answered.strip():
+        return "no event_id"
+    if answered.strip().lower() != event_id.strip().lower():
+        return f"it names event {_short(answered, 80)}, not the event sent ({event_id})"
+    return None
+
+
+def redirect_error(response: httpx.Response, api: str = "") -> FatalApiError:
+    """A 3xx is never followed (the credentials would travel to wherever it points).
+
+    The message names the host only: a location's path or query may carry anything.
+    """
+    location = response.headers.get("Location", "")
+    try:
+        parts = urlsplit(location)
+        host = parts.hostname or (response.request.url.host if location else "")
+        port = parts.port if parts.hostname else None
+    except (ValueError, RuntimeError):
+        host, port = "", None
+    where = f"{host}:{port}" if host and port else host
+    where = "".join(ch if ch.isprintable() and ch.isascii() else "?" for ch in where)
+    return FatalApiError(
+        f"the API answered a redirect to {where or 'an unnamed location'} "
+        f"(HTTP {response.status_code}{api}); redirects are never followed, so the "
+        "credentials stay here: check the API URL",
+        http_status=response.status_code,
+    )
+
+
 def _interpret(response: httpx.Response) -> Any:
     status = response.status_code
-    if 200 <= status < 300:
+    if status == 200:
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise TransientError("answer is not JSON", http_status=status) from None
+            raise NotJson("the answer (HTTP 200) is not JSON", http_status=status) from None
+    if 300 <= status < 400:
+        raise redirect_error(response)
+    if status < 300:
+        raise TransientError(f"unexpected answer {status} (the API answers 200)",
+                             http_status=status)
     message = _error_message(response)
     if status in (401, 403):
         raise AuthError(
@@ -229,7 +287,7 @@ def _interpret(response: httpx.Response) -> Any:
         raise TransientError(f"server error {status}: {message}", http_status=status)
     if 400 <= status < 500:
         raise RejectedError(message or f"refused with {status}", http_status=status)
-    raise ApiError(f"unexpected answer {status}", http_status=status)
+    raise TransientError(f"unexpected answer {status}", http_status=status)
 
 
 def _error_message(response: httpx.Response) -> str:

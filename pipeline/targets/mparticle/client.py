@@ -18,9 +18,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.client import check_api_url, retry_after_seconds, transport_errors
+from pipeline.client import (
+    check_api_url,
+    redirect_error,
+    retry_after_seconds,
+    transport_errors,
+)
 from pipeline.errors import (
-    ApiError,
     AuthError,
     RateLimited,
     RejectedError,
@@ -110,10 +114,20 @@ class MParticleClient:
 
 def interpret(response: httpx.Response) -> Accepted:
     status = response.status_code
-    messages = error_messages(response)
-    if 200 <= status < 300:
-        return Accepted(status, tuple(messages))
-    text = "; ".join(messages)
+    if status == 202:
+        problem = accepted_body_problem(response)
+        if problem:
+            raise TransientError(f"mParticle's 202 is not its documented answer ({problem}); "
+                                 "not proof of acceptance, resent with the same batches",
+                                 http_status=status)
+        return Accepted(status, tuple(error_messages(response)))
+    if 300 <= status < 400:
+        raise redirect_error(response, " from mParticle")
+    if status < 300:
+        raise TransientError(f"mParticle answered {status}, not its documented 202 Accepted; "
+                             "not proof of acceptance, resent with the same batches",
+                             http_status=status)
+    text = "; ".join(error_messages(response))
     if status == 401:
         raise AuthError(f"mParticle refused the request ({status}: authentication missing"
                         f"{': ' + text if text else ''}); check {KEY_ENV} / {SECRET_ENV}",
@@ -134,12 +148,29 @@ def interpret(response: httpx.Response) -> Accepted:
         raise RateLimited(f"mParticle unavailable (503){': ' + text if text else ''}",
                           http_status=status,
                           retry_after=retry_after_seconds(response.headers.get("Retry-After")))
-    if status >= 500:
-        raise TransientError(f"mParticle server error {status}{': ' + text if text else ''}",
+    if status >= 500 or status == 408:
+        raise TransientError(f"mParticle answered {status}{': ' + text if text else ''}",
                              http_status=status)
     if 400 <= status < 500:
         raise RejectedError(text or f"refused with {status}", http_status=status)
-    raise ApiError(f"unexpected answer {status} from mParticle", http_status=status)
+    raise TransientError(f"unexpected answer {status} from mParticle", http_status=status)
+
+
+def accepted_body_problem(response: httpx.Response) -> str | None:
+    """A 202's body is empty or mParticle's `{"errors": [...]}` object; anything else (an
+    HTML page from a proxy, a truncated answer) proves nothing."""
+    if not response.content.strip():
+        return None
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "unknown"
+        return f"a body that is not JSON ({kind[:40]})"
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if "errors" in data and not isinstance(data["errors"], list | type(None)):
+        return "'errors' is not a list"
+    return None
 
 
 def error_messages(response: httpx.Response) -> list[str]:
