@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -101,10 +101,8 @@ def hostile_server(respond: Callable[[Exchange], None]) -> Iterator[Hostile]:
             body = self.rfile.read(length) if length else b""
             ex = Exchange(self, self.command, self.path, dict(self.headers.items()), body)
             box[0].seen.append(ex)
-            try:
+            with suppress(OSError):
                 box[0].respond(ex)
-            except OSError:
-                pass
             self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_CONNECT = _any
