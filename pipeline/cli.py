@@ -362,6 +362,11 @@ def status(checkpoint: Path, as_json: bool) -> None:
         _say(f"not done:   {info['left']} row(s) not in a success state; a rerun "
                    f"retries {info['retryable']} (pending/failed), and {info['unresolved']} "
                    "more with --retry-unresolved")
+    click.echo("runs (newest first; `corrections revert --run RUN_ID` undoes one):")
+    for r in info["runs"]:
+        click.echo(f"  {r['run_id']}  {r['command']:<6} {r['started_at'][:19]}  exit "
+                   f"{'—' if r['exit_code'] is None else r['exit_code']:<3}  "
+                   f"{r['applied']} mutation(s) applied")
     mparticle = targets.get("mparticle")
     if mparticle is not None:
         _say("mparticle rows by status:")

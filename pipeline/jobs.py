@@ -29,6 +29,7 @@ from pipeline.lock import RunLock
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
 from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
+from pipeline.revert import run_history
 from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
 from pipeline.sheet import fingerprint
 from pipeline.storage import is_remote
@@ -469,6 +470,7 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
             "last_run": {k: last.get(k) for k in ("run_id", "command", "started_at",
                                                    "finished_at", "sheet", "exit_code",
                                                    "requests", "retries")},
+            "runs": run_history(cp),
         }
     finally:
         cp.close()

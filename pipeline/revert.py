@@ -95,6 +95,20 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     )
 
 
+def run_history(cp: Checkpoint, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest runs, newest first, with how many mutations each applied (what a revert
+    of it would restore)."""
+    states = ",".join("?" * len(_APPLIED))
+    cur = cp.db.execute(
+        "SELECT r.run_id, r.command, r.started_at, r.exit_code, r.sheet, "
+        f"(SELECT COUNT(*) FROM mutations m WHERE m.run_id = r.run_id AND m.status IN ({states}))"
+        " AS applied FROM runs r ORDER BY r.started_at DESC, r.rowid DESC LIMIT ?",
+        (*_APPLIED, limit),
+    )
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row, strict=True)) for row in cur]
+
+
 def _histories(cp: Checkpoint, runs: Sequence[str]) -> list[_EventHistory]:
     """Applied mutations of `runs`, grouped per event in the order they were applied."""
     marks = ",".join("?" * len(runs))

@@ -186,3 +186,13 @@ def _exists(sandbox, order: str) -> bool:
     return any(e.attributes.get("order_id") == order and not e.is_deleted
                and e.event_type == "order_completed" and e.timestamp.month == 9
                for e in sandbox.store._events.values())
+
+
+def test_status_lists_runs_with_what_a_revert_would_restore(sandbox, tmp_path):
+    """`status` names each run and how many mutations it applied, so one can be reverted."""
+    run = apply_sheet(sandbox, tmp_path, [{"order_id": "ORD-1005", "set.final_price": "3.33"},
+                                          {"order_id": "ORD-1004", "set.final_price": "4.44"}])
+    res = run_cli(["status", "--checkpoint", str(tmp_path / "fix.checkpoint.sqlite")])
+    assert res.returncode == 0, res.stderr
+    [line] = [ln for ln in res.stdout.splitlines() if ln.startswith(f"  {run}")]
+    assert "2 mutation(s) applied" in line and "apply" in line
