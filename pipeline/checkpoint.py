@@ -386,14 +386,16 @@ class Checkpoint:
                 ))
         return out
 
-    def key_owner(self, idempotency_key: str) -> tuple[str, str, str, str] | None:
-        """(row_key, event_id, attributes_after, merge_mode) of the key's first holder."""
+    def key_owner(self, idempotency_key: str) -> tuple[str, str, str, str, Status] | None:
+        """(row_key, event_id, attributes_after, merge_mode, status) of the key's holder: one
+        whose change landed (applied, unchanged, verified, mismatch) if any, else the first."""
         row = self.db.execute(
-            "SELECT row_key, event_id, attributes_after, merge_mode FROM mutations "
-            "WHERE idempotency_key = ? ORDER BY rowid LIMIT 1",
+            "SELECT row_key, event_id, attributes_after, merge_mode, status FROM mutations "
+            "WHERE idempotency_key = ? ORDER BY status IN "
+            "('applied', 'unchanged', 'verified', 'mismatch') DESC, rowid LIMIT 1",
             (idempotency_key,),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3])
+        return None if row is None else (row[0], row[1], row[2], row[3], Status(row[4]))
 
     def record_intents(self, intents: Sequence[Intent], run_id: str) -> None:
         """Commit what is about to be sent (or decided without sending) in one transaction."""

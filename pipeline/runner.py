@@ -121,12 +121,18 @@ class LRU(OrderedDict[K, V]):
             self.popitem(last=False)
 
 
+#: A key held by a mutation in one of these states carries a change that landed: a later row
+#: with the same change is a duplicate. A failed, pending, refused or unfound holder is not.
+_LANDED = frozenset({Status.APPLIED, Status.UNCHANGED, Status.VERIFIED, Status.MISMATCH})
+
+
 @dataclass(frozen=True)
 class _KeyOwner:
     row_key: str
     event_id: str
     row_number: int | None  # None: a row of an earlier run
     change: str
+    landed: bool = True  # this run's holders are being sent now
 
 
 def _change(attributes: Mapping[str, Any] | str, merge_mode: str) -> str:
@@ -327,7 +333,10 @@ class Runner:
             i.status is Status.DRIFTED for i in state.intents)
         if state and state.intents and not recheck:
             intents = [
-                await self._reconcile_if_stale(c, i) if i.status in _RESEND else i
+                await self._reconcile_if_stale(c, i) if i.status in _RESEND
+                # a mutation's 404 is unresolved too: --retry-unresolved resends it (same key)
+                else replace(i, status=Status.PENDING)
+                if i.status is Status.NOT_FOUND and self.opts.retry_unresolved else i
                 for i in state.intents
             ]
             return Resolution(Status.PENDING), [], intents
@@ -506,7 +515,8 @@ class Runner:
         """Who already holds an idempotency key: a row of this run, or of the checkpoint."""
         owner = self._keys_this_run.get(key)
         if owner is None and (found := self.cp.key_owner(key)) is not None:
-            owner = _KeyOwner(found[0], found[1], None, _change(found[2], found[3]))
+            owner = _KeyOwner(found[0], found[1], None, _change(found[2], found[3]),
+                              landed=found[4] in _LANDED)
         return owner
 
     def _key_for(self, c: Correction, event_id: str, n_events: int) -> str:
@@ -538,10 +548,15 @@ class Runner:
                 and owner.change == _change(c.attributes, c.merge_mode))
 
     def _duplicate_of(self, key: str, c: Correction, event_id: str) -> str | None:
-        """If another row already sends this exact change to this event, say which."""
+        """If another row already sends this exact change to this event, say which.
+
+        Only a holder whose change landed (or that this run is sending) counts: a row edited
+        after it failed, was refused or met a 404/409 is a new correction and is sent, under
+        the same key when the change is the same (the API applies it at most once).
+        """
         owner = self._owner(key)
         if (owner is None or owner.row_key == c.row_key or owner.event_id != event_id
-                or owner.change != _change(c.attributes, c.merge_mode)):
+                or owner.change != _change(c.attributes, c.merge_mode) or not owner.landed):
             return None
         if owner.row_number is None:
             return "same change to this event as a row of an earlier sheet; not sent again"
