@@ -25,6 +25,7 @@ from pipeline.jobs import (
     checkpoint_status,
     default_checkpoint,
     default_report,
+    report_beside,
     plan_sheet,
     reemit_report,
     validate_sheet,
@@ -134,10 +135,13 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
            report: str | None, checkpoint: Path | None) -> Iterator[tuple[SheetJob, Path, str]]:
     """The job for SHEET (a local copy when it is an s3:// URL), its checkpoint and report.
 
-    Defaults: the report beside the sheet (in the bucket for a remote sheet); the checkpoint
-    beside a local sheet, or in the working directory for a remote one (SQLite needs a
+    Defaults: the report beside the sheet (in the bucket for a remote sheet), or beside an
+    explicit --checkpoint (`<checkpoint stem>.audit.csv`); the checkpoint beside a local sheet, or in the working directory for a remote one (SQLite needs a
     local disk).
     """
+    if checkpoint is not None and report is None:
+        # one checkpoint, one report: two checkpoints of one sheet never share a report
+        report = str(report_beside(checkpoint, kind))
     if is_remote(sheet):
         with local_copy(sheet) as local:
             name = f"{local.stem}.{kind}.csv"
@@ -175,6 +179,12 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
     token = check_token(read_token(token_file, lambda m: _say(f"corrections: warning: {m}",
                                                                      err=True)))
     yield Target.remote(api_url, token), setup
+
+
+def _setup_logging(kw: dict[str, Any]) -> None:
+    if kw["quiet"] and kw["verbose"]:
+        raise click.UsageError("--quiet and --verbose contradict each other; give one of them")
+    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
 
 
 def _run_options(kw: dict[str, Any]) -> RunOptions:
@@ -266,7 +276,7 @@ def apply(sheet: str | None, **kw: Any) -> None:
 
         apply_plan(sheet, kw)
     assert sheet is not None
-    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    _setup_logging(kw)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with (_sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
                  kw["checkpoint"]) as (job, checkpoint, report),
@@ -306,7 +316,7 @@ def plan(sheet: str, **kw: Any) -> None:
       corrections plan fixes.csv --event-type order_completed --match order_id
       corrections plan fixes.csv --match order_id --out fixes.plan.json
     """
-    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    _setup_logging(kw)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None)
           as (job, _checkpoint, report),
@@ -407,9 +417,11 @@ def report(checkpoint: Path, out: str) -> None:
               help="File holding API_KEY.SERVER_TOKEN (else env USERMAVEN_TOKEN).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True)
+@click.option("--sandbox", is_flag=True, hidden=True)
 @config_option
 def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: str,
-                   token_file: Path | None, concurrency: int, timeout: float) -> None:
+                   token_file: Path | None, concurrency: int, timeout: float,
+                   sandbox: bool) -> None:
     """Look applied events up again and confirm the new values are visible.
 
     Records `verified` or `mismatch` per event in the checkpoint (see `corrections report`);
@@ -422,6 +434,13 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
     """
     from pipeline.client import check_api_url
     from pipeline.verify import verify
+
+    if sandbox:
+        raise click.UsageError(
+            "verify cannot use --sandbox: the emulator that `apply --sandbox` starts forgets its "
+            "changes when that command ends. Run `corrections sandbox` in another terminal, "
+            "apply and verify with --api-url http://127.0.0.1:8787 and "
+            "USERMAVEN_TOKEN=sandbox-key.sandbox-server-token")
 
     token = check_token(read_token(token_file, lambda m: _say(
         f"corrections: warning: {m}", err=True)))

@@ -92,6 +92,16 @@ def default_report(sheet: Path, kind: str = "audit") -> Path:
     return sheet.with_name(f"{sheet.stem}.{kind}.csv")
 
 
+def report_beside(checkpoint: Path, kind: str = "audit") -> Path:
+    """`<checkpoint stem>.<kind>.csv` beside a checkpoint (`x.checkpoint.sqlite` → `x.audit.csv`)."""
+    name = checkpoint.name
+    for ending in (".checkpoint.sqlite", checkpoint.suffix):
+        if ending and name.endswith(ending) and len(name) > len(ending):
+            name = name[: -len(ending)]
+            break
+    return checkpoint.with_name(f"{name}.{kind}.csv")
+
+
 def new_run_id() -> str:
     return f"run-{utcnow().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 

@@ -24,6 +24,7 @@ from typing import Any
 from pipeline.errors import UntrustedAnswer
 from pipeline.keys import canonical_json
 from pipeline.model import Correction, FoundEvent, Status, Window
+from pipeline.timeutil import format_api
 
 LOOKUP_LIMIT = 10
 ON_MULTIPLE = ("fail", "newest", "all")
@@ -145,9 +146,11 @@ class Resolver:
             return Resolution(Status.FAILED, error=str(exc))
         live = [e for e in found if not e.is_deleted]
         if not live:
-            why = (f"only deleted events match {c.lookup_key}={c.lookup_value!r}" if found
+            searched = f"{format_api(c.window.start)} – {format_api(c.window.end)}"
+            why = (f"only deleted events match {c.lookup_key}={c.lookup_value!r} in the window "
+                   f"{searched}" if found
                    else f"no {c.event_type} event with {c.lookup_key}={c.lookup_value!r} "
-                        "in the window")
+                        f"in the window {searched}")
             return Resolution(Status.NOT_FOUND, error=why)
         if len(live) == 1 or self.on_multiple == "all":
             return Resolution(Status.PENDING, events=tuple(live))

@@ -17,6 +17,34 @@ from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 
+#: Where the project's shared specifications live: beside the repository, or named by the env.
+SHARED_ENV = "CORRECTIONS_SHARED"
+#: Set (CI does) to make a missing shared specification a failure instead of a skip.
+REQUIRE_SHARED_ENV = "CORRECTIONS_REQUIRE_SHARED"
+
+
+def shared_dir() -> Path:
+    """The shared specifications directory: $CORRECTIONS_SHARED, else `../shared`."""
+    named = os.environ.get(SHARED_ENV)
+    return Path(named) if named else REPO.parent / "shared"
+
+
+def shared_file(relative: str) -> Path:
+    """A file from the shared specifications; the test skips (or, under CI, fails) without it.
+
+    A bare clone has no `../shared`; its tests that need a published specification (such as
+    mParticle's batch schema) say how to get it rather than erroring.
+    """
+    path = shared_dir() / relative
+    if path.is_file():
+        return path
+    reason = (f"needs {relative} from the shared specifications, not found at {path}: place the "
+              f"shared directory beside the repository (../shared) or set {SHARED_ENV}=DIR")
+    if os.environ.get(REQUIRE_SHARED_ENV, "") not in ("", "0"):
+        pytest.fail(f"{reason} ({REQUIRE_SHARED_ENV} is set, so this is an error)",
+                    pytrace=False)
+    pytest.skip(reason)
+
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxServer]:

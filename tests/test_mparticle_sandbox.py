@@ -6,17 +6,16 @@ import base64
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import shared_file
 
 from pipeline.sandbox.app import STATE
 from pipeline.sandbox.mparticle import SANDBOX_MP_KEY, SANDBOX_MP_SECRET, MParticleState
 
-SAMPLE = (Path(__file__).resolve().parents[2]
-          / "shared/specs/mparticle/mparticle.inbound.eventsapi.sample.json")
+SAMPLE = "specs/mparticle/mparticle.inbound.eventsapi.sample.json"
 AUTH = {"Authorization": "Basic " + base64.b64encode(
     f"{SANDBOX_MP_KEY}:{SANDBOX_MP_SECRET}".encode()).decode()}
 HOUR_MS = 3600 * 1000
@@ -171,7 +170,7 @@ def test_single_batch_endpoint_takes_one_object(sandbox):
 
 def test_mparticles_own_sample_batch_is_accepted(sandbox):
     """The published sample (its fields, identities and event types) passes the sandbox."""
-    sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    sample = json.loads(shared_file(SAMPLE).read_text(encoding="utf-8"))
     r = post(sandbox, sample, "/v2/events")
     assert r.status_code == 202, r.text
 
