@@ -25,9 +25,9 @@ from pipeline.jobs import (
     checkpoint_status,
     default_checkpoint,
     default_report,
-    report_beside,
     plan_sheet,
     reemit_report,
+    report_beside,
     validate_sheet,
 )
 from pipeline.logs import setup_logging
@@ -136,8 +136,8 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
     """The job for SHEET (a local copy when it is an s3:// URL), its checkpoint and report.
 
     Defaults: the report beside the sheet (in the bucket for a remote sheet), or beside an
-    explicit --checkpoint (`<checkpoint stem>.audit.csv`); the checkpoint beside a local sheet, or in the working directory for a remote one (SQLite needs a
-    local disk).
+    explicit --checkpoint (`<checkpoint stem>.audit.csv`); the checkpoint beside a local
+    sheet, or in the working directory for a remote one (SQLite needs a local disk).
     """
     if checkpoint is not None and report is None:
         # one checkpoint, one report: two checkpoints of one sheet never share a report

@@ -93,7 +93,7 @@ def default_report(sheet: Path, kind: str = "audit") -> Path:
 
 
 def report_beside(checkpoint: Path, kind: str = "audit") -> Path:
-    """`<checkpoint stem>.<kind>.csv` beside a checkpoint (`x.checkpoint.sqlite` → `x.audit.csv`)."""
+    """`<checkpoint stem>.<kind>.csv` beside it: `x.checkpoint.sqlite` → `x.audit.csv`."""
     name = checkpoint.name
     for ending in (".checkpoint.sqlite", checkpoint.suffix):
         if ending and name.endswith(ending) and len(name) > len(ending):

@@ -1,8 +1,8 @@
 """The mParticle target: mapping, batching, routing, limits, resume, and answers, end to end.
 
 Every batch the pipeline sends to the sandbox is validated, after each test, against
-mParticle's published batch schema (read in place from the shared specifications, with a format checker; without them
-these tests skip and say how to get them).
+mParticle's published batch schema (read in place from the shared specifications, with a
+format checker; without them these tests skip and say how to get them).
 """
 
 from __future__ import annotations

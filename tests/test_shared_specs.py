@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import REPO, REQUIRE_SHARED_ENV, SHARED_ENV, shared_dir
 
-SCHEMA_TEST = "tests/test_mparticle.py::test_the_published_schema_rejects_what_the_pipeline_never_sends"
+SCHEMA_TEST = ("tests/test_mparticle.py::"
+               "test_the_published_schema_rejects_what_the_pipeline_never_sends")
 
 
 def run_pytest(test: str, **env: str) -> subprocess.CompletedProcess[str]:
