@@ -160,4 +160,4 @@ def test_a_changed_sheet_resumes_and_says_what_is_new_gone_and_done(sandbox, tmp
     res = run_cli(args, env=ENV)
     assert res.returncode == 0
     assert "1 new · 2 already done · 1 gone" in res.stdout
-    assert len(read_report(tmp_path / "s.audit.csv")) == 3
+    assert len(read_report(tmp_path / "cp.audit.csv")) == 3
