@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 
 from common import OUT, RESULT_PREFIX  # noqa: E402
 
-BENCHES = ("throughput", "naive", "vs_naive", "cpu", "memory", "resume", "economy")
+BENCHES = ("throughput", "naive", "vs_naive", "cpu", "memory", "resume", "economy", "plans")
 
 
 def run_one(name: str) -> list[dict[str, object]]:
