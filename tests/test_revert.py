@@ -158,19 +158,25 @@ def test_apply_plan_survives_sigkills_and_lands_each_item_once(sandbox, tmp_path
     run = apply_sheet(sandbox, tmp_path, [{"order_id": o, "set.final_price": "0.01"}
                                           for o in known])
     assert revert(tmp_path, "--run", run).returncode == 0
+    applied_by_sheet = sandbox.stats()["mutations"]
     sandbox.set_faults(latency_ms=40, rate_apply_then_cut=0.1, rate_500=0.05, seed=7)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("USERMAVEN_")},
            "USERMAVEN_TOKEN": SANDBOX_TOKEN}
     cmd = [sys.executable, "-m", "pipeline", "apply", "--plan", str(tmp_path / "undo.plan.json"),
            "--api-url", sandbox.url, "--checkpoint", str(tmp_path / "undo.checkpoint.sqlite"),
            "--concurrency", "4", "--backoff-base", "0.01", "--backoff-max", "0.05", "--quiet"]
-    for delay in (0.6, 0.9, 1.3):
+    for progress in (3, 12, 20):  # kill mid-run, after this many restorations landed
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
+        deadline = time.monotonic() + 60
+        while (sandbox.stats()["mutations"] - applied_by_sheet < progress
+               and proc.poll() is None and time.monotonic() < deadline):
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     sandbox.set_faults(latency_ms=0, rate_apply_then_cut=0, rate_500=0)
+    restored = sandbox.stats()["mutations"] - applied_by_sheet
+    assert restored >= 20  # the last kill came after 20 restorations had landed
     for _ in range(5):
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=120)
