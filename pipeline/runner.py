@@ -35,6 +35,7 @@ from pipeline.errors import (
     TransientError,
     UntrustedAnswer,
 )
+from pipeline.jsontypes import holds, type_changes
 from pipeline.keys import canonical_json, idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
 from pipeline.progress import RunProgress
@@ -151,12 +152,19 @@ class _RowJob:
     final_error: str | None = None
 
 
-def holds(before: Mapping[str, Any], attrs: Mapping[str, Any], merge_mode: str) -> bool:
-    """True when the event already carries exactly what the row asks for."""
-    if merge_mode == "replace":
-        return dict(before) == dict(attrs)
-    return all(k in before and before[k] == v and type(before[k]) is type(v)
-               for k, v in attrs.items())
+#: How `plan` marks an `event_id` row: nothing was looked up, so nothing is known of it.
+NOT_CHECKED = "not checked (no lookup)"
+
+
+def _plan_note(c: Correction, t: _Target, before: Mapping[str, Any] | None,
+               attrs: Mapping[str, Any], plan_only: bool) -> str | None:
+    """What a reader of the plan (or report) must know about a change about to be sent."""
+    parts = []
+    if plan_only and c.event_id is not None and t.before is None:
+        parts.append(f"{NOT_CHECKED}: the event's existence and values were not looked up")
+    if changes := type_changes(before, attrs):
+        parts.append("type changes: " + "; ".join(changes))
+    return "; ".join(parts) or None
 
 
 def after_state(before: Mapping[str, Any] | None, attrs: Mapping[str, Any],
@@ -498,6 +506,8 @@ class Runner:
                 key = per_event_key(key, f"{t.event_id}|after|{last}")
             elif (note := self._duplicate_of(key, c, t.event_id)) is not None:
                 status = Status.DUPLICATE
+            if status in (Status.PLANNED, Status.PENDING):
+                note = _plan_note(c, t, before, attrs, self.opts.plan_only)
             self._states[t.event_id] = after_state(before, attrs, c.merge_mode)
             self._last_change[t.event_id] = change
             if key not in self._keys_this_run:

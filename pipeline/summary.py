@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import click
 
 from pipeline.jobs import ApplyOutcome
+from pipeline.jsontypes import json_type, same_json
 from pipeline.model import Status
 from pipeline.textsafe import printable
 
@@ -119,15 +120,21 @@ def _plan_lines(line: dict[str, Any]) -> list[str]:
     if line["status"] in ("planned", "unchanged") and line["attributes_after"]:
         after = json.loads(line["attributes_after"])
         before = json.loads(line["attributes_before"]) if line["attributes_before"] else None
+        if line["error"]:
+            head += f" — {line['error']}"
         parts = []
         for k, v in after.items():
             if before is None:
                 parts.append(f"{k}: ? → {json.dumps(v, ensure_ascii=False)}")
-            elif k in before and before[k] == v:
+            elif k in before and same_json(before[k], v):
                 parts.append(f"{k}: {json.dumps(v, ensure_ascii=False)} (already)")
             else:
                 old = json.dumps(before[k], ensure_ascii=False) if k in before else "(absent)"
-                parts.append(f"{k}: {old} → {json.dumps(v, ensure_ascii=False)}")
+                kind = ""
+                if k in before and None not in (before[k], v) and \
+                        json_type(before[k]) != json_type(v):
+                    kind = f" (type {json_type(before[k])} → {json_type(v)})"
+                parts.append(f"{k}: {old} → {json.dumps(v, ensure_ascii=False)}{kind}")
         return [head, *(f"    {part}" for part in parts)]
     if line["error"]:
         head += f" — {line['error']}"

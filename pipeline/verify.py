@@ -21,10 +21,10 @@ from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, make_http_client
 from pipeline.errors import ApiError, AuthError, UsageError
 from pipeline.jobs import new_run_id, open_existing
+from pipeline.jsontypes import holds
 from pipeline.lock import RunLock
 from pipeline.model import Status, Window
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
-from pipeline.runner import holds
 from pipeline.throttle import Throttle
 from pipeline.timeutil import month_window, parse_timestamp
 

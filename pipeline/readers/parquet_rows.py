@@ -93,8 +93,11 @@ def _parquet_column(arr, name: str) -> tuple[list[Any], bool]:
     if pt.is_dictionary(typ):
         arr = arr.dictionary_decode()
         typ = arr.type
-    if pt.is_integer(typ) or pt.is_boolean(typ) or pt.is_string(typ) or pt.is_large_string(typ):
+    if pt.is_integer(typ) or pt.is_boolean(typ):
         return arr.to_pylist(), False
+    if pt.is_string(typ) or pt.is_large_string(typ):
+        # an empty string means "not given", as an empty CSV or Excel cell does
+        return [None if v == "" else v for v in arr.to_pylist()], False
     if pt.is_floating(typ):
         if typ != pa.float64():
             arr = arr.cast(pa.float64())
