@@ -31,6 +31,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.model import FoundEvent, Window
+from pipeline.redact import Redactor
 from pipeline.timeutil import TimestampError, format_api, parse_event_time
 from pipeline.transport import AiohttpTransport
 
@@ -128,6 +129,7 @@ class UsermavenClient:
         """
         self._http = http
         self._auth = {"Authorization": f"Bearer {token}"}
+        self._redact = Redactor.for_token(token)
         self._transport = transport
         headers = httpx.Headers({**dict(http.headers), **self._auth})
         self._headers = list(headers.raw)
@@ -190,7 +192,7 @@ class UsermavenClient:
                                         content=content, extensions={"timeout": self._timeout})
                 response = await self._transport.handle_async_request(request)
                 await response.aread()
-        return _interpret(response)
+        return _interpret(self._redact.response(response))
 
 
 @contextmanager

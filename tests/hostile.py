@@ -29,7 +29,7 @@ class Exchange:
     handler: BaseHTTPRequestHandler
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes
 
     def json(self) -> Any:
@@ -99,7 +99,8 @@ def hostile_server(respond: Callable[[Exchange], None]) -> Iterator[Hostile]:
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            ex = Exchange(self, self.command, self.path, dict(self.headers.items()), body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            ex = Exchange(self, self.command, self.path, headers, body)
             box[0].seen.append(ex)
             with suppress(OSError):
                 box[0].respond(ex)

@@ -31,6 +31,7 @@ from pipeline.errors import (
     TransientError,
     UsageError,
 )
+from pipeline.redact import Redactor
 from pipeline.targets.mparticle.limits import PODS
 
 log = logging.getLogger("corrections")
@@ -103,13 +104,14 @@ class MParticleClient:
         self._http = http
         token = base64.b64encode(f"{target.api_key}:{target.api_secret}".encode()).decode()
         self._auth = {"Authorization": f"Basic {token}"}
+        self._redact = Redactor.for_basic(target.api_key, target.api_secret)
         self.requests = 0
 
     async def post(self, path: str, body: bytes) -> Accepted:
         self.requests += 1
         with transport_errors():
             response = await self._http.post(path, content=body, headers=self._auth)
-        return interpret(response)
+        return interpret(self._redact.response(response))
 
 
 def interpret(response: httpx.Response) -> Accepted:

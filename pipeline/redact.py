@@ -1,0 +1,80 @@
+"""Credentials scrubbed from whatever a server answers, before anything reads the answer.
+
+A server (or a proxy in front of it) may echo the request's headers in its body: a 422 that
+quotes the request, a debug page, a lookup that stores them in an event. Every answer both API
+clients receive passes through `Redactor.response` first, so no exception message, log line,
+checkpoint row or report cell built from an answer can hold a credential in any of its forms.
+Also here: `url_for_display`, which keeps `user:pass@` out of any URL shown or stored.
+"""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+MARK = "[redacted]"
+#: shorter fragments are not scrubbed on their own (they would blank ordinary words); the
+#: whole credential they belong to still is
+_MIN_LENGTH = 6
+
+
+class Redactor:
+    """Replaces each form of the given credentials with `[redacted]`, longest form first."""
+
+    def __init__(self, forms: set[str]) -> None:
+        wide = set()
+        for form in forms:
+            if len(form) >= _MIN_LENGTH:
+                wide |= {form, quote(form, safe=""), form.replace("/", "\\/")}
+        self._forms = sorted(wide, key=len, reverse=True)
+        self._raw = [(f.encode(), MARK.encode()) for f in self._forms]
+
+    @classmethod
+    def for_token(cls, token: str) -> Redactor:
+        """Usermaven's `API_KEY.SERVER_TOKEN`: the whole token and each of its parts."""
+        key, _, secret = token.partition(".")
+        return cls({token, key, secret})
+
+    @classmethod
+    def for_basic(cls, key: str, secret: str) -> Redactor:
+        """mParticle's Basic credentials: key, secret, `key:secret` and its base64 form."""
+        pair = f"{key}:{secret}"
+        encoded = base64.b64encode(pair.encode()).decode()
+        return cls({key, secret, pair, encoded, encoded.rstrip("=")})
+
+    def text(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MARK)
+        return text
+
+    def data(self, raw: bytes) -> bytes:
+        for form, mark in self._raw:
+            if form in raw:
+                raw = raw.replace(form, mark)
+        return raw
+
+    def response(self, response: httpx.Response) -> httpx.Response:
+        """The same answer with every credential form scrubbed from its body and headers."""
+        body = response.content
+        clean = self.data(body)
+        headers = [(k, self.text(v)) for k, v in response.headers.items()
+                   if k.lower() != "content-length"]
+        if clean is body and all(v == response.headers.get(k) for k, v in headers):
+            return response
+        return httpx.Response(response.status_code, headers=headers, content=clean,
+                              request=response.request)
+
+
+def url_for_display(url: str) -> str:
+    """`url` without its `user:password@` part (kept as `***@`), for logs, reports, messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
