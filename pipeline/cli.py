@@ -41,6 +41,7 @@ from pipeline.options import (
     sheet_options,
 )
 from pipeline.progress import RunProgress, estimate_rows
+from pipeline.redact import scrub_urls, url_for_display
 from pipeline.runner import RunOptions
 from pipeline.storage import is_remote, local_copy, sibling
 from pipeline.summary import print_plan_details, print_summary
@@ -53,7 +54,7 @@ from pipeline.timeutil import TimestampError, parse_timestamp
 def _say(message: str, *, err: bool = False) -> None:
     """Print one line for a person; values in it (sheet cells, file names, server messages)
     are escaped so they can never drive the terminal."""
-    click.echo(printable(message), err=err)
+    click.echo(printable(scrub_urls(message)), err=err)
 
 
 class _Group(click.Group):
@@ -145,7 +146,7 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
     if is_remote(sheet):
         with local_copy(sheet) as local:
             name = f"{local.stem}.{kind}.csv"
-            yield (SheetJob(local, defaults, sheet_name, label=sheet),
+            yield (SheetJob(local, defaults, sheet_name, label=url_for_display(sheet)),
                    checkpoint or default_checkpoint(Path.cwd() / local.name),
                    report or sibling(sheet, name))
         return

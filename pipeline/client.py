@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -48,17 +48,43 @@ class MutationResult:
     http_status: int
 
 
-def check_api_url(url: str) -> str:
-    """Refuse plain http except to loopback, so a token never crosses a network in clear."""
-    parts = urlsplit(url)
+def check_api_url(url: str, option: str = "--api-url") -> str:
+    """Refuse plain http except to loopback, so a token never crosses a network in clear; and
+    refuse credentials, a query or a fragment in the URL, where logs and proxies would see them.
+
+    Messages show the URL without anything that could be a secret.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 — raises ValueError on a malformed port
+    except ValueError:
+        raise UsageError(f"{option} is not a valid URL (e.g. https://api.usermaven.com)") from None
+    shown = _shown(parts)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--api-url {url!r} is not an http(s) URL (e.g. https://api.usermaven.com)")
+        raise UsageError(f"{option} {shown!r} is not an http(s) URL "
+                         "(e.g. https://api.usermaven.com)")
+    if "@" in parts.netloc:
+        raise UsageError(f"{option} must not carry credentials (user:password@ before the host "
+                         f"of {shown!r}); credentials go in the environment or a file, never in "
+                         "a URL")
+    if parts.query or url.strip().endswith("?"):
+        raise UsageError(f"{option} must not carry a query (?...) after {shown!r}: a token "
+                         "there would be logged by every proxy; credentials go in the "
+                         "environment or a file, never in a URL")
+    if parts.fragment or "#" in url:
+        raise UsageError(f"{option} must not carry a fragment (#...) after {shown!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise UsageError(
-            f"--api-url {url!r} uses plain http to a non-loopback host; the token would travel "
+            f"{option} {shown!r} uses plain http to a non-loopback host; the token would travel "
             "in clear. Use https://."
         )
-    return url.rstrip("/")
+    return url.strip().rstrip("/")
+
+
+def _shown(parts: SplitResult) -> str:
+    """scheme://host[:port]/path: nothing of the userinfo, query or fragment."""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return "".join(ch if ch.isprintable() else "?" for ch in f"{parts.scheme}://{host}{parts.path}")
 
 
 def _is_loopback(host: str) -> bool:

@@ -28,6 +28,7 @@ from pipeline.errors import SheetError
 from pipeline.lock import RunLock
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
+from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
 from pipeline.revert import run_history
 from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
@@ -357,7 +358,8 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
     cp.finish_run(run_id, exit_code=exit_code, requests=requests,
                   retries=retries, rows_new=result.totals.rows_new,
                   rows_done=result.totals.rows_done, rows_gone=gone)
-    log.info("run %s finished: exit %s, %s report lines in %s", run_id, exit_code, lines, report,
+    log.info("run %s finished: exit %s, %s report lines in %s", run_id, exit_code, lines,
+             url_for_display(str(report)),
              extra={"event": "run_end", "run_id": run_id, "exit_code": exit_code,
                     "counts": counts, "requests": requests, "retries": retries,
                     "targets": by_target})
@@ -381,8 +383,8 @@ def _write_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
     """
     stamp = cp.report_stamp(report)
     if stamp is not None and stamp == _file_stamp(report):
-        log.info("report %s is current; not rewritten", report,
-                 extra={"event": "report_current", "report": str(report)})
+        log.info("report %s is current; not rewritten", url_for_display(str(report)),
+                 extra={"event": "report_current", "report": url_for_display(str(report))})
         return sum(cp.status_counts(generation).values())
     columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
     if targets == (USERMAVEN,) and report_format(report) == "csv":

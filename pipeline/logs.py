@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from pipeline.redact import scrub_urls
 from pipeline.textsafe import printable
 
 LOGGER = "corrections"
@@ -24,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return scrub_urls(json.dumps(out, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -33,7 +34,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"corrections: {prefix}{printable(record.getMessage())}"
+        return f"corrections: {prefix}{printable(scrub_urls(record.getMessage()))}"
 
 
 def setup_logging(fmt: str = "text", *, quiet: bool = False, verbose: bool = False,

@@ -10,6 +10,7 @@ Also here: `url_for_display`, which keeps `user:pass@` out of any URL shown or s
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -66,6 +67,28 @@ class Redactor:
             return response
         return httpx.Response(response.status_code, headers=headers, content=clean,
                               request=response.request)
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
+
+
+def scrub_urls(text: str) -> str:
+    """Every `scheme://user:password@` in `text` as `scheme://***@` (a last guard on output)."""
+    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
+def url_credentials(url: str) -> Redactor:
+    """A redactor for the `user:password` a URL carries (e.g. `s3://KEY:SECRET@bucket/...`),
+    for messages from libraries that may quote the URL or its parts."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return Redactor(set())
+    forms = {f for f in (user, password) if f}
+    if user and password:
+        forms.add(f"{user}:{password}")
+    return Redactor(forms)
 
 
 def url_for_display(url: str) -> str:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import SheetError, UsageError
+from pipeline.redact import url_credentials, url_for_display
 
 REMOTE_SCHEMES = ("s3://",)
 _CHUNK = 1 << 20
@@ -40,7 +41,7 @@ def _filesystem(url: str):
     try:
         return fs.FileSystem.from_uri(url)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot open {url}: {exc}") from None
+        raise UsageError(f"cannot open {_shown(url, exc)}") from None
 
 
 @contextmanager
@@ -54,7 +55,7 @@ def local_copy(url: str) -> Iterator[Path]:
                 while chunk := src.read(_CHUNK):
                     dst.write(chunk)
         except OSError as exc:
-            raise SheetError(f"cannot read the sheet {url}: {exc}") from None
+            raise SheetError(f"cannot read the sheet {_shown(url, exc)}") from None
         yield local
 
 
@@ -64,4 +65,9 @@ def upload(local: Path, url: str) -> None:
         with open(local, "rb") as src, filesystem.open_output_stream(path) as dst:
             shutil.copyfileobj(src, dst, _CHUNK)
     except OSError as exc:
-        raise UsageError(f"cannot write {url}: {exc}") from None
+        raise UsageError(f"cannot write {_shown(url, exc)}") from None
+
+
+def _shown(url: str, exc: BaseException) -> str:
+    """`url: error` for a message, without the credentials a URL may carry (in either)."""
+    return url_credentials(url).text(f"{url_for_display(url)}: {exc}")

@@ -117,3 +117,65 @@ def test_a_server_echoing_basic_credentials_gets_them_written_nowhere(tmp_path):
     assert sorted(r["status"] for r in lines) == ["failed", "rejected"]
     assert all("[redacted]" in r["error"] for r in lines), lines
     assert leaks(everything(out, tmp_path)) == []
+
+
+# -- secrets inside URLs ---------------------------------------------------------------------
+
+
+URL_SECRETS = {
+    "userinfo": ("http://admin:{secret}@127.0.0.1:{port}", "credentials"),
+    "query token": ("http://127.0.0.1:{port}/?token={secret}", "query"),
+    "query api_key": ("http://127.0.0.1:{port}?api_key={secret}", "query"),
+    "fragment": ("http://127.0.0.1:{port}/#{secret}", "fragment"),
+}
+URL_SECRET = "Zz9-url-secret-value"
+
+
+@pytest.mark.parametrize("where", ["--api-url", "USERMAVEN_API_URL", "--mparticle-url",
+                                   "MPARTICLE_API_URL"])
+@pytest.mark.parametrize("kind", list(URL_SECRETS))
+def test_an_api_url_carrying_a_secret_is_refused_without_echoing_it(tmp_path, where, kind):
+    """Userinfo, a query or a fragment in an API URL: exit 2, nothing sent, secret not shown."""
+    shape, word = URL_SECRETS[kind]
+    sheet = write_csv(tmp_path / "s.csv", [
+        {"event_id": EVENT, "timestamp": "2026-09-27", "identity.customer_id": "C-1",
+         "set.final_price": "1.00"}])
+    with hostile_server(lambda ex: ex.reply(500, "")) as srv:
+        url = shape.format(secret=URL_SECRET, port=srv.url.rsplit(":", 1)[1])
+        mparticle = "mparticle" in where.lower()
+        args = ["apply", str(sheet), *FAST]
+        env = {"USERMAVEN_TOKEN": TOKEN, "MPARTICLE_API_KEY": MP_KEY,
+               "MPARTICLE_API_SECRET": MP_SECRET}
+        if mparticle:
+            args += ["--target", "mparticle"]
+        if where.startswith("--"):
+            args += [where, url]
+        else:
+            env[where] = url
+        out = run_cli(args, env=env, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert word in out.stderr and "Traceback" not in out.stderr
+    assert URL_SECRET not in out.stdout + out.stderr
+    assert srv.seen == []
+    assert not (tmp_path / "s.checkpoint.sqlite").exists()
+
+
+@pytest.mark.parametrize("which", ["sheet", "report"])
+def test_s3_credentials_in_a_sheet_or_report_url_are_never_shown_or_stored(
+        tmp_path, sandbox, which):
+    """`s3://KEY:SECRET@bucket/...`: messages and files show `***@`, never the key or secret."""
+    key, secret = "AKIAEXAMPLEKEY7", "wJalrXUtnFEMI-example-SECRET"
+    sheet = write_csv(tmp_path / "s.csv", [
+        {"event_id": EVENT, "timestamp": "2026-09-27", "set.final_price": "3.00"}])
+    remote = f"s3://{key}:{secret}@bucket/dir/{'s.csv' if which == 'sheet' else 'r.csv'}"
+    args = (["apply", remote, "--checkpoint", str(tmp_path / "cp.sqlite")] if which == "sheet"
+            else ["apply", str(sheet), "--report", remote])
+    env = {"USERMAVEN_TOKEN": TOKEN, "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    out = run_cli([*args, "--api-url", sandbox.url, "--log-format", "json", "--verbose"],
+                  env=env, timeout=120)
+    assert out.returncode != 0
+    assert "s3://***@bucket/dir/" in out.stderr, out.stderr
+    texts = everything(out, tmp_path)
+    assert [w for w, data in texts.items() if key.encode() in data or secret.encode() in data] \
+        == []

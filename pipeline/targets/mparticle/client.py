@@ -67,10 +67,7 @@ def base_url(pod: str | None, url: str | None) -> str:
     A URL may be given with or without its `/v2` suffix; plain http only to loopback.
     """
     if url:
-        try:
-            checked = check_api_url(url)
-        except UsageError as exc:
-            raise UsageError(str(exc).replace("--api-url", "--mparticle-url")) from None
+        checked = check_api_url(url, "--mparticle-url")
         path = urlsplit(checked).path.rstrip("/")
         return checked[: -len("/v2")] if path.endswith("/v2") else checked
     name = (pod or "US1").upper()
