@@ -328,10 +328,10 @@ def plan(sheet: str, **kw: Any) -> None:
         if kw["out"] is not None:
             from pipeline.plan_jobs import plan_saver
 
-            if target is None or mparticle is not None:
-                raise UsageError("a saved plan holds Usermaven mutations; plan --out with "
-                                 "--target usermaven only")
-            hook = plan_saver(kw["out"], job, target, _run_options(kw), saved)
+            if target is None:
+                raise UsageError("a saved plan is built on Usermaven's lookups (they name "
+                                 "each event and its time); add --target usermaven")
+            hook = plan_saver(kw["out"], job, target, _run_options(kw), saved, mparticle)
         outcome = plan_sheet(job, target, _run_options(kw), report=report, mparticle=mparticle,
                              on_checkpoint=hook)
     if not kw["quiet"]:

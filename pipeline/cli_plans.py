@@ -19,12 +19,14 @@ from pipeline.plan_jobs import (
     default_plan_checkpoint,
     default_plan_report,
     load_plan,
+    mparticle_setup_for,
     write_revert,
 )
+from pipeline.planfile import read_plan
 from pipeline.progress import RunProgress
 from pipeline.revert import CANNOT_REVERT
 from pipeline.summary import print_summary
-from pipeline.targets.mparticle import cli_options as mp_cli
+from pipeline.targets import MPARTICLE, USERMAVEN
 
 
 def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
@@ -36,25 +38,29 @@ def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
     if kw["plan"] is None:
         raise UsageError("give the SHEET to apply, or --plan PLAN (a plan written by "
                          "`corrections plan SHEET --out PLAN`)")
-    usermaven, mparticle = mp_cli.wanted(kw)
-    if mparticle or not usermaven:
-        raise UsageError("a saved plan holds Usermaven mutations; drop --target mparticle "
-                         "(deliver to mParticle from the sheet with `apply SHEET`)")
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
     path = Path(kw["plan"])
+    plan = read_plan(path, kw["expect_digest"])
+    # the plan decides where it goes: every target it was reviewed for, no other
+    targets = (USERMAVEN, MPARTICLE) if "mparticle" in plan.api else (USERMAVEN,)
+    asked = tuple(kw.get("target") or (USERMAVEN,))
+    if set(asked) != set(targets) and asked != (USERMAVEN,):
+        raise UsageError(f"{path} was reviewed for {' and '.join(targets)}; drop --target "
+                         "(a plan is applied to exactly the targets it covers)")
+    kw = {**kw, "target": targets}
     checkpoint = kw["checkpoint"] or default_plan_checkpoint(path)
     report = kw["report"] or str(default_plan_report(path))
-    with cli._target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, _):
+    with cli._target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, mp):
         assert target is not None
-        job = load_plan(path, target, expect_digest=kw["expect_digest"],
-                        refresh=not kw["no_refresh"])
-        assert job.plan is not None
-        click.echo(f"plan {job.plan.digest}: {len(job.plan.items)} item(s), "
+        job = load_plan(path, target, refresh=not kw["no_refresh"], plan=plan)
+        setup = None if mp is None else mparticle_setup_for(plan, mp)
+        click.echo(f"plan {plan.digest}: {len(plan.items)} item(s) for "
+                   f"{' and '.join(targets)}, "
                    f"{'no refresh' if kw['no_refresh'] else 'each event read again first'}",
                    err=True)
-        progress = RunProgress.for_terminal(len(job.plan.items), quiet=kw["quiet"])
+        progress = RunProgress.for_terminal(len(plan.items), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, cli._run_options(kw), checkpoint=checkpoint,
-                              report=report, progress=progress,
+                              report=report, progress=progress, mparticle=setup,
                               on_row=cli._row_echo(kw["verbose"], kw["log_format"] == "json"))
     if not kw["quiet"]:
         print_summary(outcome, sheet=str(path), log_json=kw["log_format"] == "json")

@@ -78,6 +78,9 @@ class Correction:
     refresh: bool = False
     #: The state a plan saw before this change, recorded when the event is not read again.
     known_before: Mapping[str, Any] | None = None
+    #: What mParticle receives when it differs from `attributes` (a revert restores only
+    #: the attributes the run changed there, with their earlier values).
+    mparticle_attributes: Mapping[str, Any] | None = None
 
     @property
     def needs_lookup(self) -> bool:

@@ -8,7 +8,7 @@ and approved beforehand.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,12 @@ from pipeline.errors import SheetError
 from pipeline.jobs import ApplyOutcome, SheetJob, Target, open_existing
 from pipeline.model import Correction, RowProblem
 from pipeline.planfile import Plan, PlanError, read_plan, write_plan
-from pipeline.planning import plan_corrections, plan_from_checkpoint
+from pipeline.planning import plan_corrections, plan_from_checkpoint, sheet_users
 from pipeline.revert import revert_plan
 from pipeline.runner import RunOptions
 from pipeline.sheet import fingerprint
+from pipeline.targets.mparticle.deliver import MParticleSetup
+from pipeline.targets.mparticle.mapping import MParticleOptions
 from pipeline.timeutil import utcnow
 
 
@@ -45,21 +47,30 @@ def api_identity(target: Target) -> dict[str, Any]:
 
 
 def plan_saver(out: Path, job: SheetJob, target: Target, options: RunOptions,
-               saved: dict[str, Any]) -> Any:
+               saved: dict[str, Any], mparticle: MParticleSetup | None = None) -> Any:
     """A hook for `plan_sheet`: turn the plan run's checkpoint into the plan file `out`.
 
-    The digest and item counts land in `saved`, for the caller to print.
+    With mParticle among the targets, each item also carries its row's user and the plan
+    the mParticle options, so `apply --plan` delivers there exactly as reviewed. The digest
+    and item counts land in `saved`, for the caller to print.
     """
     def save(cp: Checkpoint, outcome: ApplyOutcome) -> None:
+        api = api_identity(target)
+        opts: dict[str, Any] = {"on_multiple": options.on_multiple,
+                                "key_namespace": options.key_namespace}
+        users = None
+        if mparticle is not None:
+            api["mparticle"] = {"url": mparticle.target.name,
+                                "workspace": mparticle.target.workspace}
+            opts["mparticle"] = dict(mparticle.options.__dict__)
+            users = sheet_users(job.batches())
         plan = plan_from_checkpoint(
-            cp, cp.current_generation(), api=api_identity(target),
+            cp, cp.current_generation(), api=api, users=users,
             source={"sheet": job.name, "sheet_fingerprint": fingerprint(job.sheet),
                     "sheet_name": job.sheet_name,
                     "defaults": {k: None if v is None else str(v)
                                  for k, v in job.defaults.__dict__.items()}},
-            options={"on_multiple": options.on_multiple,
-                     "key_namespace": options.key_namespace},
-            created_at=utcnow().isoformat())
+            options=opts, created_at=utcnow().isoformat())
         saved["digest"] = write_plan(plan, out)
         saved["items"] = len(plan.items)
         saved["skipped"] = len(plan.skipped)
@@ -67,10 +78,22 @@ def plan_saver(out: Path, job: SheetJob, target: Target, options: RunOptions,
     return save
 
 
+def mparticle_setup_for(plan: Plan, setup: MParticleSetup) -> MParticleSetup:
+    """mParticle as the plan reviewed it: its options, and only the input it was made for."""
+    made_for = plan.api.get("mparticle") or {}
+    if made_for.get("url") != setup.target.name:
+        raise PlanError(f"the plan delivers to mParticle at {made_for.get('url')}, not "
+                        f"{setup.target.name}; apply it to the input it was reviewed for")
+    if made_for.get("workspace") and made_for["workspace"] != setup.target.workspace:
+        raise PlanError("the plan was made for another mParticle input (another "
+                        "MPARTICLE_API_KEY); use that key, or make a new plan")
+    return replace(setup, options=MParticleOptions(**plan.options.get("mparticle", {})))
+
+
 def load_plan(path: Path, target: Target, *, expect_digest: str | None = None,
-              refresh: bool = True) -> PlanJob:
+              refresh: bool = True, plan: Plan | None = None) -> PlanJob:
     """A checked plan, ready to run against `target`; refuses another API or workspace."""
-    plan = read_plan(path, expect_digest)
+    plan = plan or read_plan(path, expect_digest)
     made_for = plan.api.get("usermaven") or {}
     mine = api_identity(target)["usermaven"]
     if made_for.get("url") != mine["url"]:

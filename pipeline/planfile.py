@@ -54,9 +54,16 @@ class PlanItem:
     row_number: int | None = None
     target: str = "usermaven"
     note: str | None = None
+    #: The mParticle user ({"identities": {...}, "mpid": ...}) when the plan covers mParticle.
+    user: Mapping[str, Any] | None = None
+    #: What mParticle receives, when not `attributes_after` (a revert: only changed ones).
+    mparticle_attributes: Mapping[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "user": None if self.user is None else dict(self.user),
+            "mparticle_attributes": (None if self.mparticle_attributes is None
+                                     else dict(self.mparticle_attributes)),
             "target": self.target, "row_number": self.row_number,
             "event_type": self.event_type, "lookup_key": self.lookup_key,
             "lookup_value": self.lookup_value, "event_id": self.event_id,
@@ -80,6 +87,7 @@ class PlanItem:
             event_type=data.get("event_type"), lookup_key=data.get("lookup_key"),
             lookup_value=data.get("lookup_value"), row_number=data.get("row_number"),
             target=str(data.get("target") or "usermaven"), note=data.get("note"),
+            user=data.get("user"), mparticle_attributes=data.get("mparticle_attributes"),
         )
 
 

@@ -13,7 +13,7 @@ guard; the one engine then refreshes, checks, sends and records them like any ot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint
@@ -28,8 +28,12 @@ NOT_CHECKED = "not checked (no lookup): sent by event_id without reading the eve
 
 def plan_from_checkpoint(cp: Checkpoint, generation: int, *, api: Mapping[str, Any],
                          source: Mapping[str, Any], options: Mapping[str, Any],
-                         created_at: str) -> Plan:
-    """The items a plan-only run decided (status `planned`), with guards, in sheet order."""
+                         created_at: str,
+                         users: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+    """The items a plan-only run decided (status `planned`), with guards, in sheet order.
+
+    `users`: the mParticle user of each row (by row key) when the plan covers mParticle.
+    """
     items: list[PlanItem] = []
     skipped: list[Skipped] = []
     expected: dict[str, dict[str, Any]] = {}  # event -> state once earlier items landed
@@ -55,6 +59,7 @@ def plan_from_checkpoint(cp: Checkpoint, generation: int, *, api: Mapping[str, A
             event_type=line["event_type"], lookup_key=line["lookup_key"],
             lookup_value=line["lookup_value"], row_number=line["row_number"],
             note=None if guard is not None else NOT_CHECKED,
+            user=(users or {}).get(line["row_key"]),
         ))
     return Plan(kind="sheet", api=api, source=source, options=options, items=tuple(items),
                 skipped=tuple(skipped), created_at=created_at)
@@ -89,4 +94,17 @@ def _correction(number: int, item: PlanItem, refresh: bool) -> Correction:
         guard=item.guard, exact_key=True,
         refresh=refresh and item.guard is not None and item.event_type is not None,
         known_before=item.attributes_before,
+        identities=dict((item.user or {}).get("identities") or {}),
+        mpid=None if not item.user or item.user.get("mpid") is None else str(item.user["mpid"]),
+        mparticle_attributes=item.mparticle_attributes,
     )
+
+
+def sheet_users(batches: Iterable[list[Correction | RowProblem]]) -> dict[str, dict[str, Any]]:
+    """The mParticle user of every row that names one, by row key."""
+    users: dict[str, dict[str, Any]] = {}
+    for batch in batches:
+        for c in batch:
+            if isinstance(c, Correction) and (c.identities or c.mpid is not None):
+                users[c.row_key] = {"identities": dict(c.identities), "mpid": c.mpid}
+    return users

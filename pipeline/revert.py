@@ -23,6 +23,7 @@ from pipeline.checkpoint import Checkpoint
 from pipeline.guards import Guard
 from pipeline.keys import KEY_PREFIX, MAX_KEY_LENGTH, canonical_json, digest
 from pipeline.planfile import Plan, PlanError, PlanItem, Skipped
+from pipeline.targets.mparticle import undo as mp_undo
 from pipeline.timeutil import utcnow
 
 #: Mutation statuses that mean "the API applied this change" (verify may have relabelled it).
@@ -58,6 +59,8 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     histories = _histories(cp, chosen)
     items: list[PlanItem] = []
     skipped: list[Skipped] = []
+    users, mp_skipped = _mparticle_users(cp, chosen, {h.event_id: h for h in histories})
+    skipped.extend(mp_skipped)
     for h in histories:
         if h.before is None:
             skipped.append(Skipped(
@@ -74,7 +77,10 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
                 row_number=h.row_number))
             continue
         left = _fold(h.before, h.changes)
+        user = users.get(h.event_id)
         items.append(PlanItem(
+            user=user,
+            mparticle_attributes=None if user is None else _restored(h.before, h.changes),
             event_id=h.event_id, timestamp=h.timestamp,
             idempotency_key=_revert_key(h.event_id, h.before, left, sorted(h.runs)),
             merge_mode="replace", attributes_after=dict(h.before),
@@ -86,13 +92,56 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     if not items and not skipped:
         raise PlanError(f"the run(s) {', '.join(chosen) or '(none)'} applied no mutation; "
                         "there is nothing to revert")
+    api: dict[str, Any] = {"usermaven": {"url": cp.meta("api_url"),
+                                         "workspace": cp.meta("workspace")}}
+    options: dict[str, Any] = {"force": force}
+    if any(i.user is not None for i in items) and (mp := mp_undo.identity(cp)) is not None:
+        api["mparticle"] = mp
+        options["mparticle"] = _mparticle_options(cp, chosen)
     return Plan(
-        kind="revert",
-        api={"usermaven": {"url": cp.meta("api_url"), "workspace": cp.meta("workspace")}},
-        source={"checkpoint": str(cp.path), "runs": chosen},
-        options={"force": force}, items=tuple(items), skipped=tuple(skipped),
+        kind="revert", api=api, source={"checkpoint": str(cp.path), "runs": chosen},
+        options=options, items=tuple(items), skipped=tuple(skipped),
         created_at=utcnow().isoformat(),
     )
+
+
+def _mparticle_users(cp: Checkpoint, runs: Sequence[str], reverted: Mapping[str, Any]
+                     ) -> tuple[dict[str, dict[str, Any]], list[Skipped]]:
+    """The mParticle user of each reverted event, and deliveries with nothing to restore."""
+    users: dict[str, dict[str, Any]] = {}
+    skipped: list[Skipped] = []
+    for d in mp_undo.delivered(cp, runs):
+        h = reverted.get(d.event_id or "")
+        if h is not None and h.before is not None:
+            users.setdefault(h.event_id, d.user)
+            continue
+        skipped.append(Skipped(
+            CANNOT_REVERT, "mParticle keeps every event it accepted and no earlier value of "
+            "this correction was ever read (the run did not change the event in Usermaven "
+            "after looking it up), so there is nothing to send back",
+            event_id=d.event_id, target="mparticle"))
+    return users, skipped
+
+
+def _mparticle_options(cp: Checkpoint, runs: Sequence[str]) -> dict[str, Any]:
+    """The mParticle options the reverted runs delivered with (mode, event name, …)."""
+    marks = ",".join("?" * len(runs))
+    for (text,) in cp.db.execute(
+            f"SELECT options FROM runs WHERE run_id IN ({marks}) ORDER BY rowid DESC", (*runs,)):
+        mp = (json.loads(text or "{}") or {}).get("mparticle")
+        if mp:
+            return {k: v for k, v in mp.items() if k in ("mode", "event_name", "environment")}
+    return {}
+
+
+def _restored(before: Mapping[str, Any], changes: Iterable[tuple[Mapping[str, Any], str]]
+              ) -> dict[str, Any]:
+    """What mParticle gets back: every attribute the runs wrote, with its earlier value
+    (null where the event did not have it)."""
+    touched: set[str] = set()
+    for attrs, mode in changes:
+        touched |= set(attrs) | (set(before) if mode == "replace" else set())
+    return {k: before.get(k) for k in sorted(touched)}
 
 
 def run_history(cp: Checkpoint, limit: int = 10) -> list[dict[str, Any]]:

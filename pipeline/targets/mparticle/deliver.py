@@ -201,8 +201,13 @@ class Delivery:
             return [source]
         found = intents.get(c.row_key)
         if found:
+            # an event whose guard failed is left alone on every target
+            kept = [i for i in found if i.status is not Status.DRIFTED]
+            if not kept:
+                return Placeholder(c.row_key, Status.DRIFTED.value,
+                                   f"usermaven guard: {found[0].note or 'the event changed'}")
             return [Source(i.idempotency_key, i.event_id, parse_timestamp(i.timestamp))
-                    for i in found]
+                    for i in kept]
         status, error = row_states.get(c.row_key, ("pending", None))
         if status in _UNRESOLVED:
             return Placeholder(c.row_key, status, f"usermaven lookup: {error}" if error

@@ -49,7 +49,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (target, source_m
 
 #: A row's status from its deliveries': the first of these found wins.
 _WORST_FIRST = ("pending", "failed", "rejected", "invalid", "not_found", "ambiguous",
-                "planned", "accepted", "duplicate")
+                "drifted", "planned", "accepted", "duplicate")
 #: Delivery states a run (re)sends.
 RESEND = ("pending", "failed")
 #: Delivery states that count as done for the exit code.

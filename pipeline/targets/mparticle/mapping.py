@@ -188,7 +188,7 @@ def _check_attributes(attrs: Mapping[str, Any], limit: int, what: str) -> Proble
 
 def custom_attributes(c: Correction, source: Source) -> dict[str, Any]:
     """The corrected attributes plus references back to the corrected event."""
-    out = {name: _scalar(v) for name, v in c.attributes.items()}
+    out = {name: _scalar(v) for name, v in sent_attributes(c).items()}
     refs: dict[str, Any] = {"correction_key": source.correction_key}
     if source.event_id:
         refs["correction_event_id"] = source.event_id
@@ -202,7 +202,12 @@ def custom_attributes(c: Correction, source: Source) -> dict[str, Any]:
 
 
 def user_attributes(c: Correction) -> dict[str, Any]:
-    return {name: _user_value(v) for name, v in c.attributes.items()}
+    return {name: _user_value(v) for name, v in sent_attributes(c).items()}
+
+
+def sent_attributes(c: Correction) -> Mapping[str, Any]:
+    """The attributes mParticle receives for a correction."""
+    return c.attributes if c.mparticle_attributes is None else c.mparticle_attributes
 
 
 def custom_event(c: Correction, source: Source, options: MParticleOptions) -> dict[str, Any]:
@@ -239,12 +244,12 @@ def check_row(c: Correction, options: MParticleOptions) -> Problem | None:
         return _check_attributes(user_attributes(c), MAX_USER_ATTRIBUTES, "user attributes")
     probe = Source(_key("probe"), "00000000-0000-0000-0000-000000000000", None)
     attrs = custom_attributes(c, probe)
-    clash = [n for n in REFERENCE_ATTRIBUTES if n in c.attributes]
+    clash = [n for n in REFERENCE_ATTRIBUTES if n in sent_attributes(c)]
     if clash:
         return Problem(f"set.{clash[0]}", f"{clash[0]!r} is reserved for the reference to the "
                        "corrected event; rename the attribute")
     return _check_attributes(attrs, MAX_EVENT_ATTRIBUTES, "custom attributes (with the "
-                             f"{len(attrs) - len(c.attributes)} reference attributes)")
+                             f"{len(attrs) - len(sent_attributes(c))} reference attributes)")
 
 
 def sheet_source(c: Correction, namespace: str) -> Source:
