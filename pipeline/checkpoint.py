@@ -126,6 +126,26 @@ class Checkpoint:
                 f"understands version {SCHEMA_VERSION}. Use the matching corrections release."
             )
 
+    def bind_namespace(self, namespace: str) -> None:
+        """Tie the checkpoint to one key namespace (DESIGN §5): its keys, kept for resuming,
+        belong to that key space, so another namespace needs another checkpoint. A checkpoint
+        made before the namespace was recorded counts as the default namespace ""."""
+        known = self.meta("key_namespace")
+        if known is None:
+            used = self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+            known = "" if used else namespace
+            with self.transaction():
+                self._set_meta("key_namespace", known)
+        if known != namespace:
+            def shown(ns: str) -> str:
+                return repr(ns) if ns else "the default (none)"
+            raise CheckpointError(
+                f"{self.path} holds keys of key namespace {shown(known)}, not "
+                f"{shown(namespace)}; one checkpoint cannot mix key spaces (its rows would be "
+                "resumed under keys of the other). Nothing was sent. To start a fresh key space "
+                "give this run a new --checkpoint; to resume, use --key-namespace as before."
+            )
+
     def bind_target(self, api_url: str, workspace: str) -> None:
         """Tie the checkpoint to one API and workspace; refuse to resume against another."""
         known_url, known_ws = self.meta("api_url"), self.meta("workspace")

@@ -32,7 +32,7 @@ from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
 from pipeline.revert import run_history
 from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
-from pipeline.sheet import fingerprint
+from pipeline.sheet import columns, fingerprint
 from pipeline.storage import is_remote
 from pipeline.targets import MPARTICLE, USERMAVEN
 from pipeline.targets.mparticle.deliver import MParticleResult, MParticleSetup, rows_left
@@ -184,6 +184,7 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
     with RunLock(checkpoint):
         cp = Checkpoint(checkpoint)
         try:
+            cp.bind_namespace(options.key_namespace)
             if target is not None:
                 cp.bind_target(target.identity or target.api_url, workspace_id(target.token))
             if mparticle is not None:
@@ -295,6 +296,8 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
             client = UsermavenClient(http, target.token, transport=wire)
             runner = Runner(cp, client, options, run_id=run_id, generation=generation,
                             on_row=on_row, progress=progress)
+            if "idempotency_key" in columns(job.sheet, job.sheet_name):
+                runner.explicit_keys.learn(job.batches())  # order-independent key rule
             loop = asyncio.get_running_loop()
             installed: list[int] = []
             if install_signals:

@@ -35,6 +35,7 @@ from pipeline.errors import (
     TransientError,
     UntrustedAnswer,
 )
+from pipeline.explicit_keys import ExplicitKeys
 from pipeline.jsontypes import holds, type_changes
 from pipeline.keys import canonical_json, idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
@@ -226,6 +227,8 @@ class Runner:
         self._keys_this_run: LRU[str, _KeyOwner] = LRU(MEMORY_ENTRIES)
         self._last_change: LRU[str, str] = LRU(MEMORY_ENTRIES)  # event -> its latest change
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: explicit keys several rows share (filled by `learn_explicit_keys` before the run)
+        self.explicit_keys = ExplicitKeys(checkpoint.db)
 
     # -- control ------------------------------------------------------------------------
 
@@ -539,6 +542,9 @@ class Runner:
         if c.idempotency_key is None:
             return idempotency_key(self.opts.key_namespace, event_id, c.attributes, c.merge_mode)
         key = c.idempotency_key
+        if self.explicit_keys.shared(key):
+            # several rows name it: suffixed for every one of them, whatever their order
+            return per_event_key(key, f"{event_id}|{_change(c.attributes, c.merge_mode)}")
         if n_events > 1:
             return per_event_key(key, event_id)
         owner = self._owner(key)

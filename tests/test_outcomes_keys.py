@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from conftest import read_report, write_csv
+from conftest import read_report, run_cli, write_csv
 from crafted import (
     JsonServer,
     crafted_sandbox,
     eid,
     event,
     mutation_ok,
+    order_row,
     run_apply,
 )
+
+from pipeline.sandbox.server import SANDBOX_TOKEN
 
 
 def id_row(n: int, timestamp: str, price: str = "7.00", **extra: str) -> dict[str, str]:
@@ -119,3 +123,91 @@ def test_an_edited_row_after_a_successful_one_is_still_a_duplicate(tmp_path):
         assert sb.stats()["requests"]["mutation"] == 1
     assert statuses(second) == ["duplicate"]
     assert second.exit_code == 0
+
+
+# -- explicit keys do not depend on row order ------------------------------------------------
+
+
+def _keys_per_event(tmp_path: Path, rows: list[dict[str, str]], name: str) -> dict[str, str]:
+    events = [event(i, {"order_id": f"ORD-{i}"}) for i in range(1, 5)]
+    with crafted_sandbox(events) as sb:
+        out = run_apply(sb.url, write_csv(tmp_path / f"{name}.csv", rows), tmp_path / name)
+        assert sb.stats()["conflicts"] == 0
+        assert sb.stats()["double_applied"] == []
+    lines = read_report(out.report)
+    assert {r["status"] for r in lines} == {"applied"}, lines
+    return {f"{r['event_id']}|{r['attributes_after']}": r["idempotency_key"] for r in lines}
+
+
+def test_explicit_keys_are_the_same_whatever_the_row_order(tmp_path):
+    """A key shared by several events (and by two changes of one event) gets the same key per
+    (event, change) in every row order, on fresh checkpoints and sandboxes, and never a 409;
+    a key the sheet uses once stays bare."""
+    rows = [order_row("ORD-1", "1.00", idempotency_key="fix-shared"),
+            order_row("ORD-2", "2.00", idempotency_key="fix-shared"),
+            order_row("ORD-3", "3.00", idempotency_key="fix-alone"),
+            order_row("ORD-4", "4.00", idempotency_key="fix-twice"),
+            order_row("ORD-4", "5.00", idempotency_key="fix-twice")]
+    orders = [[0, 1, 2, 3, 4], [1, 0, 2, 4, 3], [2, 4, 1, 3, 0]]
+    seen = [_keys_per_event(tmp_path, [rows[i] for i in order], f"o{n}")
+            for n, order in enumerate(orders)]
+    assert seen[0] == seen[1] == seen[2]
+    keys = list(seen[0].values())
+    assert "fix-alone" in keys
+    assert len(set(keys)) == 5
+    assert all(k.startswith(("fix-shared-", "fix-twice-")) for k in keys if k != "fix-alone")
+
+
+def test_an_explicit_key_used_once_for_one_event_is_sent_bare(tmp_path):
+    """The sheet's key reaches the API as written when one row uses it for one event."""
+    keys = _keys_per_event(tmp_path, [order_row("ORD-1", "1.00", idempotency_key="my-key-1")],
+                           "one")
+    assert list(keys.values()) == ["my-key-1"]
+
+
+# -- key namespaces --------------------------------------------------------------------------
+
+
+def _cli_apply(url: str, sheet: Path, cp: Path, *extra: str) -> Any:
+    return run_cli(["apply", str(sheet), "--api-url", url, "--checkpoint", str(cp),
+                    "--report", str(cp.with_suffix(".csv")), *extra],
+                   env={"USERMAVEN_TOKEN": SANDBOX_TOKEN}, timeout=60)
+
+
+def test_another_key_namespace_on_an_existing_checkpoint_is_refused(tmp_path):
+    """--key-namespace other than the checkpoint's exits 2, says why and what to do, and sends
+    nothing; the checkpoint's own namespace resumes."""
+    sheet = write_csv(tmp_path / "s.csv", [order_row("ORD-1", "1.00"), order_row("ORD-2")])
+    cp = tmp_path / "cp.sqlite"
+    with crafted_sandbox([event(1, {"order_id": "ORD-1"})]) as sb:
+        first = _cli_apply(sb.url, sheet, cp, "--key-namespace", "first")
+        assert first.returncode == 1, first.stderr
+        before = sb.stats()["requests"]
+        refused = _cli_apply(sb.url, sheet, cp, "--key-namespace", "second")
+        default = _cli_apply(sb.url, sheet, cp)
+        assert sb.stats()["requests"] == before
+        again = _cli_apply(sb.url, sheet, cp, "--key-namespace", "first")
+    for proc in (refused, default):
+        assert proc.returncode == 2
+        assert "key namespace" in proc.stderr and "new --checkpoint" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert again.returncode == 1, again.stderr
+
+
+def test_a_checkpoint_from_before_namespaces_were_recorded_counts_as_the_default(tmp_path):
+    """An older checkpoint without a recorded namespace is the default namespace: resuming
+    without --key-namespace works, another namespace is refused."""
+    import sqlite3
+
+    sheet = write_csv(tmp_path / "s.csv", [order_row("ORD-1", "1.00")])
+    cp = tmp_path / "cp.sqlite"
+    with crafted_sandbox([event(1, {"order_id": "ORD-1"})]) as sb:
+        assert _cli_apply(sb.url, sheet, cp).returncode == 0
+        db = sqlite3.connect(cp)
+        db.execute("DELETE FROM meta WHERE key = 'key_namespace'")
+        db.commit()
+        db.close()
+        refused = _cli_apply(sb.url, sheet, cp, "--key-namespace", "new")
+        resumed = _cli_apply(sb.url, sheet, cp)
+    assert refused.returncode == 2 and "key namespace" in refused.stderr
+    assert resumed.returncode == 0, resumed.stderr
