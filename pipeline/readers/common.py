@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SheetError
+from pipeline.readers.limits import MAX_COLUMNS, too_wide
 
 #: Largest cell accepted, in characters (about 1 MB).
 MAX_CELL_CHARS = 1 << 20
@@ -47,6 +48,8 @@ def _quoted(names: Sequence[str]) -> str:
 
 
 def _check_header(header: list[str], path: Path) -> None:
+    if len(header) > MAX_COLUMNS:
+        raise too_wide(path, len(header))
     if not any(header):
         raise SheetError(f"{path}: the header row has no column names; the first row must name "
                          "the columns (e.g. event_id,timestamp,set.final_price)")

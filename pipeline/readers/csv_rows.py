@@ -16,6 +16,7 @@ from pipeline.readers.common import (
     _check_header,
     _sanitize,
 )
+from pipeline.readers.limits import BoundedLines
 
 
 def _open_csv(path: Path):
@@ -32,7 +33,9 @@ def _open_csv(path: Path):
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
-        return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        # lines read with a bound: a huge line is reported, never held whole
+        return BoundedLines(open(path, encoding="utf-8-sig", errors="surrogateescape",
+                                 newline=""), path)
     except OSError as exc:
         raise SheetError(f"{path}: cannot read the sheet ({exc.strerror or exc})") from None
 
@@ -67,6 +70,7 @@ def _csv_rows(path: Path) -> Iterator[RawRow]:
     with _open_csv(path) as f:
         reader = csv.reader(f, strict=True)
         header, record, prev_line = _csv_header(reader, path)
+        f.header_read = True
         width = len(header)
         unnamed = [i for i, h in enumerate(header) if not h]
         while True:
@@ -76,6 +80,11 @@ def _csv_rows(path: Path) -> Iterator[RawRow]:
             except StopIteration:
                 return
             except csv.Error as exc:
+                if f.problem:  # a line too long or too wide: that is the row's problem
+                    prev_line = reader.line_num
+                    yield RawRow(record, {}, f.problem)
+                    f.problem = None
+                    continue
                 start = prev_line + 1
                 span = reader.line_num - prev_line
                 prev_line = reader.line_num
@@ -105,6 +114,10 @@ def _csv_rows(path: Path) -> Iterator[RawRow]:
                              + _UNREADABLE_ROW_HINT)
                 continue
             prev_line = reader.line_num
+            if f.problem:
+                yield RawRow(record, {}, f.problem)
+                f.problem = None
+                continue
             if len(row) == width and not unnamed:
                 cells = {k: v for k, v in zip(header, row, strict=True) if v}
                 if not cells:

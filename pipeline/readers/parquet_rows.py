@@ -11,17 +11,26 @@ from typing import Any
 
 from pipeline.errors import SheetError
 from pipeline.readers.common import (
+    MAX_CELL_CHARS,
     RawRow,
     _check_header,
 )
+from pipeline.readers.limits import check_parquet
 
 
 def _open_parquet(path: Path):
+    """The file, checked against the limits first; text columns keep their dictionaries
+    (a value repeated on many rows is decoded once, not once per row)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path)
+        with pq.ParquetFile(path) as probe:
+            check_parquet(probe, path)
+            schema = probe.schema_arrow
+        text = [f.name for f in schema
+                if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        return pq.ParquetFile(path, read_dictionary=text)
     except (pa.ArrowException, OSError) as exc:
         raise SheetError(f"{path}: not a readable Parquet file ({exc}); check the file or "
                          "re-export it") from None
@@ -90,14 +99,19 @@ def _parquet_column(arr, name: str) -> tuple[list[Any], bool]:
     import pyarrow.types as pt
 
     typ = arr.type
+    if pt.is_dictionary(typ) and (pt.is_string(typ.value_type)
+                                  or pt.is_large_string(typ.value_type)):
+        entries = _text_values(arr.dictionary)
+        values = [None if i is None else entries[i] for i in arr.indices.to_pylist()]
+        return values, any(isinstance(v, _Bad) for v in entries)
     if pt.is_dictionary(typ):
         arr = arr.dictionary_decode()
         typ = arr.type
+    if pt.is_string(typ) or pt.is_large_string(typ):
+        values = _text_values(arr)
+        return values, any(isinstance(v, _Bad) for v in values)
     if pt.is_integer(typ) or pt.is_boolean(typ):
         return arr.to_pylist(), False
-    if pt.is_string(typ) or pt.is_large_string(typ):
-        # an empty string means "not given", as an empty CSV or Excel cell does
-        return [None if v == "" else v for v in arr.to_pylist()], False
     if pt.is_floating(typ):
         if typ != pa.float64():
             arr = arr.cast(pa.float64())
@@ -115,11 +129,34 @@ def _parquet_column(arr, name: str) -> tuple[list[Any], bool]:
     return values, any(isinstance(v, _Bad) for v in values)
 
 
+def _text_values(arr) -> list[Any]:
+    """Strings as Python text; a cell over the size limit becomes `_Bad` without being copied.
+
+    An empty string means "not given" (None), as an empty CSV or Excel cell does.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lengths = pc.utf8_length(arr)
+    longest = pc.max(lengths).as_py()
+    if longest is None or longest <= MAX_CELL_CHARS:
+        return [None if v == "" else v for v in arr.to_pylist()]
+    too_long = pc.greater(lengths, MAX_CELL_CHARS)
+    values = [None if v == "" else v
+              for v in pc.if_else(too_long, pa.scalar(None, arr.type), arr).to_pylist()]
+    for i, (bad, n) in enumerate(zip(too_long.to_pylist(), lengths.to_pylist(), strict=True)):
+        if bad:
+            values[i] = _Bad(f"holds {n} characters, over the {MAX_CELL_CHARS} limit; "
+                             "shorten it")
+    return values
+
+
 def _parquet_rows(path: Path, batch_size: int) -> Iterator[RawRow]:
     import pyarrow as pa
 
     pf = _open_parquet(path)
     with pf:
+        batch_size = min(batch_size, check_parquet(pf, path))
         header = _parquet_header(pf, path)
         unnamed = any(not h for h in header)
         record = 1

@@ -14,11 +14,13 @@ from pipeline.readers.common import (
     _check_header,
     _quoted,
 )
+from pipeline.readers.limits import check_xlsx
 
 
 def _open_xlsx(path: Path):
     from python_calamine import CalamineError, CalamineWorkbook
 
+    check_xlsx(path)  # before calamine expands it: zip bombs, a grid of billions of cells
     try:
         return CalamineWorkbook.from_path(str(path))
     except (CalamineError, OSError, ValueError) as exc:
