@@ -556,7 +556,8 @@ class Checkpoint:
         gen = self.current_generation()
         cur = self.db.execute(
             "SELECT m.row_key, m.event_id, m.timestamp, m.attributes_after, m.merge_mode, "
-            "m.status, r.event_type, r.lookup_key, r.lookup_value, r.spec "
+            "m.status, r.event_type, r.lookup_key, r.lookup_value, r.spec, "
+            "m.attributes_before, r.event_id AS sheet_event_id "
             "FROM mutations m JOIN rows r ON r.row_key = m.row_key "
             "WHERE r.generation = ? AND m.status IN ('applied', 'verified', 'mismatch')",
             (gen,),
