@@ -91,3 +91,19 @@ class UntrustedAnswer(ApiError):
     query, a `_timestamp` in an undocumented shape, a field missing. Nothing is sent on it;
     the row ends `failed` (the next run asks again), since the fault is the answer's, not the
     row's."""
+
+
+class CheckpointWriteError(CorrectionsError):
+    """The checkpoint cannot be written (disk full, read-only): the run stops, exit 3.
+
+    Nothing is sent after it: an intent that cannot be committed must not leave, and what
+    was applied but not recorded is replayed under the same key by the next run.
+    """
+
+    exit_code = 3
+
+
+class UnexpectedError(CorrectionsError):
+    """A fault nobody foresaw inside the run's own machinery: the run stops, exit 3."""
+
+    exit_code = 3

@@ -67,14 +67,17 @@ async def call_with_retry(
     """Run `fn` in a throttle slot until it succeeds, fails for good, or attempts run out.
 
     Returns the result and the number of attempts made; on giving up, the last exception is
-    raised with an `attempts` attribute. Most calls succeed at once, so the first attempt
-    runs without tenacity's machinery; a failure hands over to it as its attempt 1.
+    raised with an `attempts` attribute (attempts that actually left). Most calls succeed at
+    once, so the first attempt runs without tenacity's machinery; a failure hands over to it
+    as its attempt 1. Once the throttle is closed (the run stops), no attempt leaves and a
+    backoff wait ends at once: `Stopped` is raised.
     """
-    attempts = 1
-    if on_attempt is not None:
-        on_attempt(1)
+    attempts = 0
     try:
         async with throttle.slot():
+            attempts = 1
+            if on_attempt is not None:
+                on_attempt(1)
             result = await fn()
         throttle.on_success()
         return result, 1
@@ -84,7 +87,7 @@ async def call_with_retry(
             exc.attempts = 1  # type: ignore[attr-defined]
             raise
     except BaseException as exc:
-        exc.attempts = 1  # type: ignore[attr-defined]
+        exc.attempts = attempts  # type: ignore[attr-defined]
         raise
 
     def before_sleep(state: RetryCallState) -> None:
@@ -109,6 +112,7 @@ async def call_with_retry(
         stop=stop_after_attempt(max(1, policy.max_attempts)),
         wait=_Wait(policy),
         before_sleep=before_sleep,
+        sleep=throttle.sleep,
         reraise=True,
     )
     try:
@@ -117,10 +121,10 @@ async def call_with_retry(
                 if first is not None:  # replay the first attempt's failure to tenacity
                     failed, first = first, None
                     raise failed
-                attempts += 1
-                if on_attempt is not None:
-                    on_attempt(attempts)
                 async with throttle.slot():
+                    attempts += 1
+                    if on_attempt is not None:
+                        on_attempt(attempts)
                     result = await fn()
                 throttle.on_success()
                 return result, attempts

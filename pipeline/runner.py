@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -33,9 +33,11 @@ from pipeline.errors import (
     RejectedError,
     RetryAfterTooLong,
     TransientError,
+    UnexpectedError,
     UntrustedAnswer,
 )
 from pipeline.explicit_keys import ExplicitKeys
+from pipeline.faults import checkpoint_write_error, describe
 from pipeline.jsontypes import holds, type_changes
 from pipeline.keys import canonical_json, idempotency_key, per_event_key
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
@@ -43,7 +45,7 @@ from pipeline.progress import RunProgress
 from pipeline.refresh import current_state
 from pipeline.resolve import LookupCache, Resolution, Resolver
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
-from pipeline.throttle import Throttle
+from pipeline.throttle import Stopped, Throttle
 from pipeline.timeutil import format_api, month_window, parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
@@ -105,6 +107,7 @@ class _Target:
 
 
 MEMORY_ENTRIES = 50_000
+T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -148,9 +151,18 @@ class _RowJob:
     correction: Correction
     state: RowState | None
     prepared: asyncio.Task[tuple[Resolution, list[_Target], list[Intent]]]
+    window: asyncio.Semaphore
     outcomes: dict[str, Status] = field(default_factory=dict)
     pending: int = 0
     final_error: str | None = None
+    dispatched: bool = False
+    released: bool = False
+
+    def release(self) -> None:
+        """Give the row's window slot back, once, whatever path the row ended on."""
+        if not self.released:
+            self.released = True
+            self.window.release()
 
 
 #: How `plan` marks an `event_id` row: nothing was looked up, so nothing is known of it.
@@ -241,6 +253,7 @@ class Runner:
                 f"received {signal.Signals(signum).name}" if signum else "stopped")
             log.warning("stopping: %s; letting requests in flight finish", self.stop_reason)
         self._stop.set()
+        self.throttle.close()  # no request waiting for its turn or its retry leaves any more
 
     @property
     def stopping(self) -> bool:
@@ -250,6 +263,14 @@ class Runner:
         if self.fatal is None:
             self.fatal = exc
         self.request_stop(reason=str(exc))
+
+    def _broken(self, exc: BaseException) -> None:
+        """A fault of the checkpoint (or of our own code) outside any row: stop the run."""
+        failure: Exception | None = checkpoint_write_error(exc)
+        if failure is None:
+            log.error("internal error: %s", describe(exc), exc_info=exc)
+            failure = UnexpectedError(f"stopped on an internal error: {describe(exc)}")
+        self._fatal(failure)
 
     # -- the run ------------------------------------------------------------------------
 
@@ -275,22 +296,52 @@ class Runner:
                         if self.on_row is not None:
                             self.on_row(item.row_number, Status.INVALID, str(item))
                 for correction, state in reg.todo:
-                    if self.stopping:
-                        break
-                    await window.acquire()
-                    if self.stopping:
-                        window.release()
+                    if not await self._acquire(window):
                         break
                     task = asyncio.create_task(self._prepare(correction, state))
-                    await queue.put(_RowJob(correction, state, task))
+                    self._track(task)
+                    await queue.put(_RowJob(correction, state, task, window))
                     self.totals.rows_worked += 1
                 # let the loop breathe between batches even when every row was skipped
                 await asyncio.sleep(0)
+        except Exception as exc:  # the checkpoint or the sheet failed between rows
+            if checkpoint_write_error(exc) is None:
+                raise
+            self._broken(exc)
         finally:
             await queue.put(None)
             await self._drain(sequencer)
-            self.cp.commit()
+            try:
+                self.cp.commit()
+            except Exception as exc:
+                self._broken(exc)
         return self._result(started)
+
+    async def _acquire(self, window: asyncio.Semaphore) -> bool:
+        """A window slot for the next row, or False once the run stops (even while waiting)."""
+        if self.stopping:
+            return False
+        if not window.locked():
+            await window.acquire()
+            return True
+        got = asyncio.ensure_future(window.acquire())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({got, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not got.done():
+            got.cancel()
+            await asyncio.gather(got, return_exceptions=True)
+        if got.done() and not got.cancelled():
+            if not self.stopping:
+                return True
+            window.release()
+        return False
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        """Every task of the run is known, so a stop can wait for (or cancel) all of them
+        before the HTTP session closes."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self, sequencer: asyncio.Task[None]) -> None:
         """Wait for all work in flight; once a stop is asked, only `shutdown_grace` more."""
@@ -331,11 +382,26 @@ class Runner:
 
     async def _lookup_once(self, event_type: str, key: str, value: str,
                            window: Window) -> tuple[list[FoundEvent], int]:
-        result, _ = await call_with_retry(
-            lambda: self.client.lookup(event_type, key, value, window),
-            throttle=self.throttle, policy=self.policy, stats=self.stats,
-        )
+        result, _ = await self._call(
+            lambda: self.client.lookup(event_type, key, value, window))
         return result
+
+    async def _call(self, fn: Callable[[], Awaitable[T]],
+                    on_attempt: Callable[[int], None] | None = None) -> tuple[T, int]:
+        """One request with retries; a fatal answer stops the run the moment it arrives.
+
+        Not later, when the sequencer reaches the row: requests waiting for their turn
+        behind it must not leave.
+        """
+        try:
+            return await call_with_retry(fn, throttle=self.throttle, policy=self.policy,
+                                         stats=self.stats, on_attempt=on_attempt)
+        except (AuthError, FatalApiError) as exc:
+            self._fatal(exc)
+            raise
+        except RetryAfterTooLong as exc:
+            self.request_stop(reason=str(exc))
+            raise
 
     async def _prepare(self, c: Correction,
                        state: RowState | None) -> tuple[Resolution, list[_Target], list[Intent]]:
@@ -408,13 +474,26 @@ class Runner:
                     held.append(nxt)
                     break
                 group.append(nxt)
-            planned = [(j, self._plan_row(j, window)) for j in group]
-            fresh = [i for _, p in planned if p is not None and p[1] for i in p[0]]
-            if fresh:
-                self.cp.record_intents(fresh, self.run_id)
-            for j, p in planned:
-                if p is not None:
-                    self._dispatch(j, p[0], window)
+            if self.stopping:
+                # nothing more is decided or sent; the rows keep their status for the next run
+                for j in group:
+                    if not j.prepared.cancelled():
+                        j.prepared.exception()  # retrieved: a stop explains it
+                    j.release()
+                continue
+            try:
+                planned = [(j, self._plan_row(j, window)) for j in group]
+                fresh = [i for _, p in planned if p is not None and p[1] for i in p[0]]
+                if fresh:
+                    self.cp.record_intents(fresh, self.run_id)
+                for j, p in planned:
+                    if p is not None:
+                        self._dispatch(j, p[0], window)
+            except Exception as exc:  # the checkpoint failed: nothing of this group leaves
+                self._broken(exc)
+                for j in group:
+                    if not j.dispatched:
+                        j.release()
 
     def _plan_row(self, job: _RowJob,
                   window: asyncio.Semaphore) -> tuple[list[Intent], bool] | None:
@@ -423,15 +502,18 @@ class Runner:
         try:
             resolution, targets, existing = job.prepared.result()
         except asyncio.CancelledError:
-            window.release()
+            job.release()
             raise
+        except Stopped:
+            job.release()  # the row keeps its status; the next run takes it up
+            return None
         except (AuthError, FatalApiError) as exc:
             self._fatal(exc)
-            window.release()
+            job.release()
             return None
         except RetryAfterTooLong as exc:
             self.request_stop(reason=str(exc))
-            window.release()
+            job.release()
             return None
         except NotFoundError as exc:
             self._finish_row(job, Status.NOT_FOUND, f"lookup: {exc}", window)
@@ -442,6 +524,13 @@ class Runner:
         except (TransientError, ConflictError, UntrustedAnswer) as exc:
             self._finish_row(job, Status.FAILED, f"lookup failed: {exc}", window)
             return None
+        except Exception as exc:  # an answer (or a storage fault) nobody foresaw
+            if checkpoint_write_error(exc) is not None:
+                self._broken(exc)
+                job.release()
+                return None
+            self._finish_row(job, Status.FAILED, f"lookup: {describe(exc)}", window)
+            return None
         if resolution.status is not Status.PENDING:
             self._finish_row(job, resolution.status, resolution.error, window)
             return None
@@ -451,6 +540,7 @@ class Runner:
 
     def _dispatch(self, job: _RowJob, intents: list[Intent], window: asyncio.Semaphore) -> None:
         """Start sending a row's intents (committed by now), chained per event."""
+        job.dispatched = True
         to_send = [i for i in intents if i.status in _RESEND]
         for i in intents:
             if i.status not in _RESEND:
@@ -465,12 +555,11 @@ class Runner:
             prev = self._chains.get(intent.event_id)
             task = asyncio.create_task(self._send(job, intent, prev, window))
             self._chains[intent.event_id] = task
-            self._tasks.add(task)
+            self._track(task)
             task.add_done_callback(self._forget(intent.event_id))
 
     def _forget(self, event_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
             if self._chains.get(event_id) is task:
                 del self._chains[event_id]
         return done
@@ -580,9 +669,14 @@ class Runner:
 
     def _finish_row(self, job: _RowJob, status: Status, error: str | None,
                     window: asyncio.Semaphore) -> None:
-        self.cp.set_row_status(job.correction.row_key, status, self.run_id, error)
-        self.cp.commit_if_due()
-        window.release()
+        try:
+            self.cp.set_row_status(job.correction.row_key, status, self.run_id, error)
+            self.cp.commit_if_due()
+        except Exception as exc:
+            self._broken(exc)
+            return
+        finally:
+            job.release()
         self.progress.retries = self.stats.retries
         self.progress.row(status)
         if self.on_row is not None:
@@ -592,18 +686,31 @@ class Runner:
 
     async def _send(self, job: _RowJob, intent: Intent, prev: asyncio.Task[None] | None,
                     window: asyncio.Semaphore) -> None:
-        if prev is not None:
-            await asyncio.wait({prev})
-        status, kw = await self._mutate(intent)
-        job.outcomes[intent.event_id] = status
-        if status is not Status.PENDING or kw.get("attempts", 0) > intent.attempts:
-            self.cp.record_outcome(intent.row_key, intent.event_id, status, run_id=self.run_id,
-                                   **kw)
-        job.pending -= 1
-        if job.pending == 0:
-            errors = [kw.get("error")] if kw.get("error") else []
-            self._finish_row(job, row_status(job.outcomes.values()),
-                             errors[0] if errors else None, window)
+        kw: dict[str, Any] = {}
+        try:
+            if prev is not None:
+                await asyncio.wait({prev})
+            try:
+                status, kw = await self._mutate(intent)
+            except Exception as exc:  # an answer nobody foresaw: this event fails, retryable
+                status, kw = Status.FAILED, {"attempts": intent.attempts + 1,
+                                             "error": describe(exc)}
+            job.outcomes[intent.event_id] = status
+            if status is not Status.PENDING or kw.get("attempts", 0) > intent.attempts:
+                try:
+                    self.cp.record_outcome(intent.row_key, intent.event_id, status,
+                                           run_id=self.run_id, **kw)
+                except Exception as exc:
+                    self._broken(exc)
+        finally:
+            job.outcomes.setdefault(intent.event_id, Status.PENDING)
+            job.pending -= 1
+            if job.pending == 0:
+                if self.fatal is not None and checkpoint_write_error(self.fatal):
+                    job.release()  # nothing more can be written; the next run takes it up
+                else:
+                    self._finish_row(job, row_status(job.outcomes.values()),
+                                     kw.get("error"), window)
 
     async def _mutate(self, intent: Intent) -> tuple[Status, dict[str, Any]]:
         if self.stopping:
@@ -617,11 +724,11 @@ class Runner:
                 self.totals.mutations_sent += 1
 
         try:
-            result, _ = await call_with_retry(
+            result, _ = await self._call(
                 lambda: self.client.mutate(intent.event_id, intent.timestamp,
                                            intent.attributes_after, intent.merge_mode,
                                            intent.idempotency_key),
-                throttle=self.throttle, policy=self.policy, stats=self.stats, on_attempt=count,
+                on_attempt=count,
             )
         except NotFoundError as exc:
             return Status.NOT_FOUND, self._kw(intent, tries, exc)
@@ -634,6 +741,8 @@ class Runner:
             return Status.PENDING, {"attempts": intent.attempts + tries}
         except RetryAfterTooLong as exc:
             self.request_stop(reason=str(exc))
+            return Status.PENDING, {"attempts": intent.attempts + tries}
+        except Stopped:
             return Status.PENDING, {"attempts": intent.attempts + tries}
         except TransientError as exc:
             return Status.FAILED, self._kw(intent, tries, exc)

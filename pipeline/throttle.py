@@ -3,7 +3,9 @@
 - a shared pause: a `Retry-After` seen by one worker holds back all of them;
 - a request-rate ceiling (`--rate`, via aiolimiter);
 - adaptive concurrency: halved when the API pushes back (429/503), regrown by one slot per
-  window of successes, never above `--concurrency`.
+  window of successes, never above `--concurrency`;
+- a stop: once `close()`d, no request gets a turn any more (those already on the wire
+  finish), and every pause or backoff wait ends at once.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from aiolimiter import AsyncLimiter
 
 from pipeline.errors import RetryAfterTooLong
+
+
+class Stopped(Exception):
+    """The run is stopping: this request does not leave."""
 
 
 class Throttle:
@@ -31,6 +37,26 @@ class Throttle:
         self._rate = AsyncLimiter(rate, 1.0) if rate else None
         self.pauses = 0
         self.cuts = 0
+        self._closed = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        """Stop means stop: no request waiting for its turn (or its retry) leaves any more."""
+        self._closed.set()
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(Stopped())
+                fut.exception()  # retrieved here; the waiter re-raises it itself
+
+    async def sleep(self, seconds: float) -> None:
+        """A backoff wait that a stop cuts short."""
+        if seconds > 0 and not self.closed:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), seconds)
 
     @property
     def in_flight(self) -> int:
@@ -49,8 +75,10 @@ class Throttle:
             self.pauses += 1
 
     async def _wait_for_pause(self) -> None:
-        while (delay := self._resume_at - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
+        while (delay := self._resume_at - time.monotonic()) > 0 and not self.closed:
+            await self.sleep(delay)
+        if self.closed:
+            raise Stopped
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -64,8 +92,10 @@ class Throttle:
             self._waiters.append(fut)
             try:
                 await fut
+            except Stopped:
+                raise
             except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
                     self._release()  # the place was handed to us: pass it on
                 elif fut in self._waiters:
                     # a cancelled future may already have been dropped by `_wake`
@@ -74,7 +104,7 @@ class Throttle:
         try:
             if self._rate is not None:
                 await self._rate.acquire()
-            await self._wait_for_pause()
+            await self._wait_for_pause()  # raises Stopped once the run stops
             yield
         finally:
             self._release()

@@ -53,7 +53,7 @@ from pipeline.targets.mparticle.mapping import (
     user_attributes_key,
     user_of,
 )
-from pipeline.throttle import Throttle
+from pipeline.throttle import Stopped, Throttle
 from pipeline.timeutil import parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
@@ -117,6 +117,7 @@ class Delivery:
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._attempts: Counter[str] = Counter()
         self.fatal: BaseException | None = None
+        self.throttle: Throttle | None = None
 
     # -- planning (offline, committed before sending) -------------------------------------
 
@@ -251,6 +252,8 @@ class Delivery:
                         self.result.stop_reason)
         if self._stop is not None:
             self._stop.set()
+        if self.throttle is not None:
+            self.throttle.close()  # no batch waiting for its turn or its retry leaves
 
     @property
     def stopping(self) -> bool:
@@ -359,10 +362,11 @@ class Delivery:
             return await self.client.post(path, body)
 
         try:
+            assert self.throttle is not None
             answer, _ = await call_with_retry(attempt, throttle=self.throttle,
                                               policy=self.policy, stats=self.stats,
                                               on_attempt=count)
-        except _Stopped:
+        except (_Stopped, Stopped):
             return
         except RejectedError as exc:
             self._add_attempts(ids, tries)
