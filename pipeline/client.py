@@ -27,6 +27,7 @@ from pipeline.errors import (
     RateLimited,
     RejectedError,
     TransientError,
+    TransportFailure,
     UntrustedAnswer,
     UsageError,
 )
@@ -163,6 +164,11 @@ class UsermavenClient:
         self._timeout = http.timeout.as_dict()
         self.requests = 0
 
+    @property
+    def host(self) -> str:
+        """The API's host name, for messages (never the URL's other parts)."""
+        return str(self._http.base_url.host) or "the API"
+
     async def lookup(self, event_type: str, attribute_key: str, attribute_value: str,
                      window: Window) -> tuple[list[FoundEvent], int]:
         """Events matching one attribute value in a window (API: newest first, at most 10).
@@ -229,10 +235,16 @@ def transport_errors() -> Iterator[None]:
     """
     try:
         yield
+    except httpx.ConnectTimeout as exc:
+        raise TransportFailure(f"timed out connecting ({type(exc).__name__})",
+                               connect=True) from None
     except httpx.TimeoutException as exc:
-        raise TransientError(f"timed out ({type(exc).__name__})") from None
+        raise TransportFailure(f"timed out ({type(exc).__name__})") from None
+    except httpx.ConnectError as exc:
+        raise TransportFailure(f"connection failed ({exc or type(exc).__name__})",
+                               connect=True) from None
     except httpx.TransportError as exc:
-        raise TransientError(f"connection failed ({type(exc).__name__})") from None
+        raise TransportFailure(f"connection failed ({type(exc).__name__})") from None
 
 
 class NotJson(TransientError):

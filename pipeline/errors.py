@@ -60,6 +60,19 @@ class TransientError(ApiError):
     """Worth retrying with the same idempotency key: 5xx, timeouts, cut connections."""
 
 
+class TransportFailure(TransientError):
+    """No answer at all: refused, reset, timed out, DNS or TLS failure (`connect`: the
+    connection was never made). A run of them is an outage, not a row's fault."""
+
+    def __init__(self, message: str, *, connect: bool = False) -> None:
+        super().__init__(message)
+        self.connect = connect
+
+
+class Unreachable(FatalApiError):
+    """The API cannot be reached, or stopped answering: the run stops, rows stay pending."""
+
+
 class RateLimited(TransientError):
     """429 (or 503 with Retry-After): every worker pauses for `retry_after` seconds."""
 

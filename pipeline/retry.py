@@ -21,7 +21,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from pipeline.errors import RateLimited, TransientError
+from pipeline.errors import ApiError, RateLimited, TransientError, TransportFailure
 from pipeline.throttle import Throttle
 
 T = TypeVar("T")
@@ -73,18 +73,37 @@ async def call_with_retry(
     backoff wait ends at once: `Stopped` is raised.
     """
     attempts = 0
+    breaker = throttle.breaker
+    answers_before = breaker.answers
+
+    async def watched() -> T:
+        """`fn`, with its outcome told to the breaker (which may trip on a failure)."""
+        try:
+            result = await fn()
+        except TransportFailure as exc:
+            breaker.failed(exc)
+            raise
+        except ApiError as exc:
+            if exc.http_status is not None:
+                breaker.answered()
+            raise
+        breaker.answered()
+        return result
+
     try:
         async with throttle.slot():
             attempts = 1
             if on_attempt is not None:
                 on_attempt(1)
-            result = await fn()
+            result = await watched()
         throttle.on_success()
         return result, 1
     except TransientError as exc:
         first: TransientError | None = exc
         if policy.max_attempts <= 1:
             exc.attempts = 1  # type: ignore[attr-defined]
+            if isinstance(exc, TransportFailure):
+                breaker.gave_up(exc, answers_before)
             raise
     except BaseException as exc:
         exc.attempts = attempts  # type: ignore[attr-defined]
@@ -125,9 +144,13 @@ async def call_with_retry(
                     attempts += 1
                     if on_attempt is not None:
                         on_attempt(attempts)
-                    result = await fn()
+                    result = await watched()
                 throttle.on_success()
                 return result, attempts
+    except TransportFailure as exc:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        breaker.gave_up(exc, answers_before)
+        raise
     except BaseException as exc:
         exc.attempts = attempts  # type: ignore[attr-defined]
         raise

@@ -33,6 +33,7 @@ from pipeline.errors import (
     RejectedError,
     RetryAfterTooLong,
     TransientError,
+    TransportFailure,
     UnexpectedError,
     UntrustedAnswer,
 )
@@ -221,7 +222,8 @@ class Runner:
         self.generation = generation
         self.on_row = on_row
         self.progress = progress or RunProgress(None, enabled=False)
-        self.throttle = Throttle(options.concurrency, options.rate, options.max_wait)
+        self.throttle = Throttle(options.concurrency, options.rate, options.max_wait,
+                                 host=getattr(client, "host", "the API"))
         self.policy = RetryPolicy(options.max_attempts, options.backoff_base, options.backoff_max)
         self.stats = RetryStats()
         self.cache = LookupCache(self._lookup_once)
@@ -522,6 +524,9 @@ class Runner:
             self._finish_row(job, Status.REJECTED, f"lookup refused: {exc}", window)
             return None
         except (TransientError, ConflictError, UntrustedAnswer) as exc:
+            if self.stopping and isinstance(exc, TransportFailure):
+                job.release()  # cut off by the stop, not the row's fault: stays pending
+                return None
             self._finish_row(job, Status.FAILED, f"lookup failed: {exc}", window)
             return None
         except Exception as exc:  # an answer (or a storage fault) nobody foresaw
@@ -745,6 +750,8 @@ class Runner:
         except Stopped:
             return Status.PENDING, {"attempts": intent.attempts + tries}
         except TransientError as exc:
+            if self.stopping and isinstance(exc, TransportFailure):
+                return Status.PENDING, {"attempts": intent.attempts + tries}
             return Status.FAILED, self._kw(intent, tries, exc)
         return Status.APPLIED, {"attempts": intent.attempts + tries,
                                 "mutation_id": result.mutation_id,

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager, suppress
 
 from aiolimiter import AsyncLimiter
 
+from pipeline.breaker import Breaker, default_threshold
 from pipeline.errors import RetryAfterTooLong
 
 
@@ -27,8 +28,10 @@ class Stopped(Exception):
 
 class Throttle:
     def __init__(self, concurrency: int, rate: float | None = None,
-                 max_wait: float = 300.0) -> None:
+                 max_wait: float = 300.0, *, host: str = "the API") -> None:
         self.max_limit = max(1, concurrency)
+        #: every request's outcome passes the same gate, so one breaker sees them all
+        self.breaker = Breaker(default_threshold(concurrency), host)
         self.limit = float(self.max_limit)
         self.max_wait = max_wait
         self._in_flight = 0

@@ -45,6 +45,7 @@ class FakeApi:
         self._ready = threading.Event()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._closing: asyncio.Event | None = None
 
     # -- what a test reads --------------------------------------------------------------
@@ -85,8 +86,8 @@ class FakeApi:
         assert self._server is not None and self._closing is not None
         self._closing.set()
         self._server.close()
-        for task in list(self._conns):
-            task.cancel()
+        for writer in list(self._writers):
+            writer.transport.abort()  # a waiting read ends; no task is cancelled
         await asyncio.gather(*self._conns, return_exceptions=True)
         await self._server.wait_closed()
 
@@ -97,6 +98,7 @@ class FakeApi:
         task = asyncio.current_task()
         assert task is not None and self._closing is not None
         self._conns.add(task)
+        self._writers.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -134,6 +136,7 @@ class FakeApi:
             return
         finally:
             self._conns.discard(task)
+            self._writers.discard(writer)
             writer.close()
 
 

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from pipeline.checkpoint import Checkpoint, Intent
 from pipeline.client import make_http_client
@@ -27,6 +28,7 @@ from pipeline.errors import (
     RejectedError,
     RetryAfterTooLong,
     TransientError,
+    TransportFailure,
 )
 from pipeline.model import Correction, RowProblem, Status
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
@@ -274,7 +276,8 @@ class Delivery:
             return
         self._warn_if_stale()
         target = self.setup.target
-        self.throttle = Throttle(self.opts.concurrency, self.opts.rate, self.opts.max_wait)
+        self.throttle = Throttle(self.opts.concurrency, self.opts.rate, self.opts.max_wait,
+                                 host=urlsplit(target.base_url).hostname or "mParticle")
         self.policy = RetryPolicy(self.opts.max_attempts, self.opts.backoff_base,
                                   self.opts.backoff_max)
         self.stats = RetryStats()
@@ -391,6 +394,8 @@ class Delivery:
             return
         except TransientError as exc:
             self._add_attempts(ids, tries)
+            if self.stopping and isinstance(exc, TransportFailure):
+                return  # cut off by the stop, not the batch's fault: stays pending
             self._record(ids, "failed", exc.http_status, str(exc))
             return
         self._add_attempts(ids, tries)
