@@ -190,7 +190,8 @@ class Checkpoint:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite already rolled back after a full disk
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
         self._last_commit = time.monotonic()

@@ -17,7 +17,7 @@ def checkpoint_write_error(exc: BaseException) -> CheckpointWriteError | None:
     """`exc` as a checkpoint write failure with a plain reason, or None if it is not one."""
     if isinstance(exc, CheckpointWriteError):
         return exc
-    if not isinstance(exc, (sqlite3.Error, OSError)):
+    if not isinstance(exc, sqlite3.Error):  # the OS's errors reach us through SQLite
         return None
     text = str(exc).lower()
     code = getattr(exc, "errno", None)

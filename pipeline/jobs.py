@@ -25,6 +25,7 @@ import httpx
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, check_api_url, make_http_client
 from pipeline.errors import SheetError
+from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
@@ -192,8 +193,12 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
             return _run(job, target, options, cp, checkpoint, report, transport, on_row,
                         install_signals, progress,
                         command="plan" if options.plan_only else "apply", mparticle=mparticle)
+        except Exception as exc:
+            if (failure := checkpoint_write_error(exc)) is None:
+                raise
+            raise failure from None
         finally:
-            cp.close()
+            _close(cp)
 
 
 def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
@@ -351,16 +356,20 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
         exit_code = EXIT_FATAL
     elif mp is not None and exit_code == EXIT_OK and rows_left(by_target[MPARTICLE]):
         exit_code = EXIT_ROWS
+    keep = _Bookkeeping()
     if not finished:
-        cp.note_change(run_id)
+        keep(cp.note_change, run_id)
         if not (result.stop_reason or result.fatal or signum is not None):
-            cp.mark_complete(generation, digest)
-    lines = _write_report(cp, generation, targets, report)
+            keep(cp.mark_complete, generation, digest)
+    lines = _write_report(cp, generation, targets, report, keep)
     requests = result.requests + (mp.requests if mp else 0)
     retries = result.retries + (mp.retries if mp else 0)
-    cp.finish_run(run_id, exit_code=exit_code, requests=requests,
-                  retries=retries, rows_new=result.totals.rows_new,
-                  rows_done=result.totals.rows_done, rows_gone=gone)
+    keep(cp.finish_run, run_id, exit_code=exit_code, requests=requests,
+         retries=retries, rows_new=result.totals.rows_new,
+         rows_done=result.totals.rows_done, rows_gone=gone)
+    if keep.failure is not None and exit_code != EXIT_FATAL:
+        exit_code = EXIT_FATAL
+        result.fatal = result.fatal or str(keep.failure)
     log.info("run %s finished: exit %s, %s report lines in %s", run_id, exit_code, lines,
              url_for_display(str(report)),
              extra={"event": "run_end", "run_id": run_id, "exit_code": exit_code,
@@ -368,6 +377,38 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
                     "targets": by_target})
     return ApplyOutcome(run_id, result, counts, events, report, cp_path, gone, exit_code,
                         targets=targets, by_target=by_target, mparticle=mp)
+
+
+def _close(cp: Checkpoint) -> None:
+    """Close the checkpoint; a last commit the disk refuses loses only what the next run
+    redoes under the same keys."""
+    try:
+        cp.close()
+    except Exception as exc:
+        if (failure := checkpoint_write_error(exc)) is None:
+            raise
+        log.error("%s", failure, extra={"event": "checkpoint_write_failed"})
+        with contextlib.suppress(Exception):
+            cp.db.close()
+
+
+class _Bookkeeping:
+    """The run's closing writes to the checkpoint (run record, report stamp): a disk that
+    refuses them must not cost the report or the summary, only set exit 3 and say why."""
+
+    def __init__(self) -> None:
+        self.failure: Exception | None = None
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except Exception as exc:
+            if (failure := checkpoint_write_error(exc)) is None:
+                raise
+            if self.failure is None:
+                self.failure = failure
+                log.error("%s", failure, extra={"event": "checkpoint_write_failed"})
+            return None
 
 
 def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
@@ -378,7 +419,7 @@ def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
 
 
 def _write_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
-                  report: Path | str) -> int:
+                  report: Path | str, keep: Callable[..., Any] | None = None) -> int:
     """Write the report from the checkpoint, unless that very report is already there.
 
     The report at a path is current when it was written from the checkpoint's present
@@ -396,7 +437,7 @@ def _write_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
     else:
         lines = write_report(report_lines(cp, generation, targets), report, columns=columns)
     if (file_stamp := _file_stamp(report)) is not None:
-        cp.record_report(report, file_stamp)
+        (keep or (lambda fn, *a: fn(*a)))(cp.record_report, report, file_stamp)
     return lines
 
 
