@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pipeline import __version__
+from pipeline import __version__, signals
 from pipeline.client import check_token
 from pipeline.errors import CorrectionsError, UsageError
 from pipeline.jobs import (
@@ -73,6 +73,15 @@ class _Group(click.Group):
 
             return sandbox_command
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """Only `apply` and `plan` keep noting stop signals (they stop cleanly on their
+        own); every other command gets the usual behaviour back."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if name not in ("apply", "plan"):
+            signals.release_early()
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -13,7 +13,6 @@ import itertools
 import json
 import logging
 import secrets
-import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, check_api_url, make_http_client
 from pipeline.errors import SheetError
@@ -53,7 +53,6 @@ from pipeline.validate import validate_batches
 log = logging.getLogger("corrections")
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_LOCKED = 0, 1, 2, 3, 75
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass(frozen=True)
@@ -190,9 +189,13 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
                 cp.bind_target(target.identity or target.api_url, workspace_id(target.token))
             if mparticle is not None:
                 Ledger(cp).bind(mparticle.target.name, mparticle.target.workspace)
-            return _run(job, target, options, cp, checkpoint, report, transport, on_row,
-                        install_signals, progress,
-                        command="plan" if options.plan_only else "apply", mparticle=mparticle)
+            # a stop signal is noted (never raised) until the report is renamed into place
+            early = signals.noted() if install_signals else []
+            with signals.signals_noted(early, install_signals):
+                return _run(job, target, options, cp, checkpoint, report, transport, on_row,
+                            install_signals, progress,
+                            command="plan" if options.plan_only else "apply",
+                            mparticle=mparticle, early=early)
         except Exception as exc:
             if (failure := checkpoint_write_error(exc)) is None:
                 raise
@@ -265,7 +268,8 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
          cp_path: Path, report: Path | str, transport: httpx.AsyncBaseTransport | None,
          on_row: Callable[[int, Status, str | None], None] | None, install_signals: bool,
          progress: RunProgress | None, command: str,
-         mparticle: MParticleSetup | None = None) -> ApplyOutcome:
+         mparticle: MParticleSetup | None = None,
+         early: list[int] | None = None) -> ApplyOutcome:
     run_id = new_run_id()
     targets = tuple(t for t, on in ((USERMAVEN, target is not None),
                                     (MPARTICLE, mparticle is not None)) if on)
@@ -290,7 +294,7 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
                     "api_url": target.api_url if target else None,
                     "options": safe_options})
 
-    early: list[int] = []  # a signal that arrives before the event loop takes over
+    early = [] if early is None else early  # signals noted before the event loop took over
 
     async def go() -> tuple[RunResult, int | None]:
         assert target is not None
@@ -303,42 +307,32 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
                             on_row=on_row, progress=progress)
             if "idempotency_key" in columns(job.sheet, job.sheet_name):
                 runner.explicit_keys.learn(job.batches())  # order-independent key rule
-            loop = asyncio.get_running_loop()
-            installed: list[int] = []
-            if install_signals:
-                for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
-                    with contextlib.suppress(NotImplementedError, RuntimeError):
-                        loop.add_signal_handler(sig, runner.request_stop, sig)
-                        installed.append(sig)
-            if early:
-                runner.request_stop(early[0])
-            try:
+            with signals.on_loop(asyncio.get_running_loop(), runner.request_stop,
+                                 install_signals):
+                if early:
+                    runner.request_stop(early[0])
                 result = await runner.run(job.batches())
-            finally:
-                for sig in installed:
-                    loop.remove_signal_handler(sig)
             return result, runner.signal_number
 
     mp: MParticleResult | None = None
-    with _signals_noted(early, install_signals):
-        try:
-            if finished:
-                result, signum = _no_usermaven(run_id), None
-                result.totals.rows_done = sum(cp.status_counts(generation).values())
-                log.info("nothing to do: the sheet is unchanged and every row is final",
-                         extra={"event": "already_done", "rows": result.totals.rows_done})
-            elif target is not None:
-                result, signum = asyncio.run(go())
-            else:
-                result, signum = _no_usermaven(run_id), None
-            if mparticle is not None:
-                mp = _deliver_mparticle(cp, job, mparticle, options, result, signum, run_id,
-                                        generation, usermaven=target is not None,
-                                        install_signals=install_signals, early=early)
-                signum = signum if signum is not None else mp.signal_number
-        finally:
-            if progress is not None:
-                progress.close()
+    try:
+        if finished:
+            result, signum = _no_usermaven(run_id), None
+            result.totals.rows_done = sum(cp.status_counts(generation).values())
+            log.info("nothing to do: the sheet is unchanged and every row is final",
+                     extra={"event": "already_done", "rows": result.totals.rows_done})
+        elif target is not None:
+            result, signum = asyncio.run(go())
+        else:
+            result, signum = _no_usermaven(run_id), None
+        if mparticle is not None:
+            mp = _deliver_mparticle(cp, job, mparticle, options, result, signum, run_id,
+                                    generation, usermaven=target is not None,
+                                    install_signals=install_signals, early=early)
+            signum = signum if signum is not None else mp.signal_number
+    finally:
+        if progress is not None:
+            progress.close()
     by_target: dict[str, dict[str, int]] = {}
     counts: dict[str, int] = {}
     events: dict[str, int] = {}
@@ -473,28 +467,11 @@ def _deliver_mparticle(cp: Checkpoint, job: SheetJob, setup: MParticleSetup,
                              install_signals=install_signals, early=early)
 
 
-@contextlib.contextmanager
-def _signals_noted(into: list[int], enabled: bool) -> Iterator[None]:
-    """Outside the event loop, SIGINT/SIGTERM are noted (not raised) so the run stops cleanly."""
-    if not enabled:
-        yield
-        return
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread: nothing to install
-            previous[sig] = signal.signal(sig, lambda signum, _frame: into.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _exit_code(result: RunResult, counts: dict[str, int], signum: int | None) -> int:
     if result.fatal:
         return EXIT_FATAL
     if signum is not None:
-        return SIGNAL_EXIT.get(signal.Signals(signum), 130)
+        return signals.exit_code(signum)
     bad = {s: n for s, n in counts.items() if Status(s) not in SUCCESS
            and Status(s) is not Status.PLANNED}
     return EXIT_ROWS if bad else EXIT_OK

@@ -283,8 +283,8 @@ class Runner:
         sequencer = asyncio.create_task(self._sequence(queue, window))
         try:
             for batch in batches:
-                if self.stopping:
-                    break
+                # after a stop the rest of the sheet is still registered (offline, no
+                # request), so the report lists every row
                 reg = self.cp.register(batch, self.generation, self.run_id,
                                        retry_unresolved=self.opts.retry_unresolved)
                 self.totals.rows_new += reg.new
@@ -343,7 +343,12 @@ class Runner:
         """Every task of the run is known, so a stop can wait for (or cancel) all of them
         before the HTTP session closes."""
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._untrack)
+
+    def _untrack(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the sequencer reads it, or a stop made it moot
 
     async def _drain(self, sequencer: asyncio.Task[None]) -> None:
         """Wait for all work in flight; once a stop is asked, only `shutdown_grace` more."""

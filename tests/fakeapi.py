@@ -159,7 +159,8 @@ def working(path: str, body: Any) -> Reply:
             "event_attributes": {body["attribute_key"]: value, "price": "1.00"},
         }], "status": 1}
     if path.startswith("/v1/event-mutation"):
-        return 200, {"status": 1, "mutation_id": "m-" + body["idempotency_key"][-12:]}
+        return 200, {"status": 1, "mutation_id": "m-" + body["idempotency_key"][-12:],
+                     "event_id": body["event_id"]}
     return 404, {"error": "no such path"}
 
 

@@ -31,10 +31,10 @@ def event_id_sheet(tmp_path: Path, n: int = 12) -> Path:
         for i, eid in enumerate(EVENT_IDS[:n])])
 
 
-def run_mock(tmp_path: Path, handler, **options) -> list[dict[str, str]]:
+def run_mock(tmp_path: Path, handler, rows: int = 12, **options) -> list[dict[str, str]]:
     target = Target("http://127.0.0.1:9", "k.s", "mock")
     opts = RunOptions(**{"backoff_base": 0.001, "backoff_max": 0.01, **options})
-    out = apply_sheet(SheetJob(event_id_sheet(tmp_path), SheetDefaults()), target, opts,
+    out = apply_sheet(SheetJob(event_id_sheet(tmp_path, rows), SheetDefaults()), target, opts,
                       checkpoint=tmp_path / "cp.sqlite", report=tmp_path / "r.csv",
                       transport=httpx.MockTransport(handler), install_signals=False)
     return read_report(out.report) + [{"exit_code": str(out.exit_code)}]
@@ -95,7 +95,9 @@ def test_the_same_idempotency_key_is_sent_on_every_retry(tmp_path):
             raise httpx.RemoteProtocolError("cut", request=request)
         return ok(request)
 
-    lines = run_mock(tmp_path, handler, max_attempts=5)
+    # four rows: every row failing in step, twelve would be a streak of transport failures
+    # long enough to trip the outage breaker (tests/test_outages.py)
+    lines = run_mock(tmp_path, handler, rows=4, max_attempts=5)
     assert {r["status"] for r in lines[:-1]} == {"applied"}
     assert all(len(k) == 4 and len(set(k)) == 1 for k in seen.values())
     assert {r["attempts"] for r in lines[:-1]} == {"4"}

@@ -10,7 +10,6 @@ up to 100 batches, paced by the same throttle and retry policy as Usermaven's mu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -33,6 +32,7 @@ from pipeline.errors import (
 from pipeline.model import Correction, RowProblem, Status
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
 from pipeline.runner import RunOptions
+from pipeline.signals import on_loop
 from pipeline.targets.mparticle.batching import (
     Outgoing,
     PlannedDelivery,
@@ -447,21 +447,11 @@ def deliver(cp: Checkpoint, setup: MParticleSetup, options: RunOptions,
         return d.result
 
     async def go() -> None:
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, d.request_stop, sig)
-                    installed.append(sig)
-        try:
+        with on_loop(asyncio.get_running_loop(), d.request_stop, install_signals):
             d._stop = asyncio.Event()
             if early:
                 d.request_stop(early[0])
             await d.send()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
     asyncio.run(go())
     d.result.elapsed = time.monotonic() - started
