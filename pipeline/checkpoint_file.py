@@ -50,7 +50,7 @@ def open_checkpoint(path: Path, *, create: bool = True) -> sqlite3.Connection:
     make_private(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
-    db.create_function("neutralise", 1, neutralise_cell, deterministic=True)
+    db.create_function("neutralise", 1, _neutralise_sql, deterministic=True)
     return db
 
 
@@ -60,6 +60,11 @@ def use_wal(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     # NORMAL: a committed transaction survives a killed process (not a power cut).
     db.execute("PRAGMA synchronous=NORMAL")
+
+
+def _neutralise_sql(value: object) -> str:
+    """`neutralise_cell` for SQL: a column may hold a number (a typed Parquet lookup value)."""
+    return neutralise_cell(value if isinstance(value, str) else str(value))
 
 
 def half_created(path: Path) -> bool:

@@ -47,6 +47,8 @@ def open_private(path: Path, what: str, flags: int = os.O_RDWR | os.O_CREAT) -> 
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(
                 f"{what} {path} is not a regular file; point the option at another path.")
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_MODE)  # made readable to others by an older release
     except BaseException:
         os.close(fd)
         raise

@@ -17,6 +17,7 @@ from conftest import REPO, read_report, run_cli, write_csv
 from pipeline.checkpoint import Checkpoint
 from pipeline.checkpoint_schema import INDEXES_SQL, SCHEMA_SQL
 from pipeline.errors import CheckpointError
+from pipeline.lock import RunLock
 from pipeline.sandbox.server import SANDBOX_TOKEN
 
 ENV = {"USERMAVEN_TOKEN": SANDBOX_TOKEN}
@@ -209,12 +210,15 @@ def test_the_checkpoints_wal_and_shm_files_are_private(tmp_path):
         os.umask(old)
 
 
-def test_an_existing_world_readable_checkpoint_is_made_private(tmp_path):
-    """A checkpoint made 0644 by an older release is tightened to 0600 when opened."""
+def test_an_existing_world_readable_checkpoint_and_lock_are_made_private(tmp_path):
+    """A checkpoint and lock made 0644 by an older release are tightened to 0600 when used."""
     Checkpoint(tmp_path / "cp.sqlite").close()
     os.chmod(tmp_path / "cp.sqlite", 0o644)
-    Checkpoint(tmp_path / "cp.sqlite").close()
-    assert private(tmp_path / "cp.sqlite")
+    (tmp_path / "cp.sqlite.lock").touch(mode=0o644)
+    os.chmod(tmp_path / "cp.sqlite.lock", 0o644)
+    with RunLock(tmp_path / "cp.sqlite"):
+        Checkpoint(tmp_path / "cp.sqlite").close()
+    assert private(tmp_path / "cp.sqlite") and private(tmp_path / "cp.sqlite.lock")
 
 
 @pytest.mark.parametrize("planted", ["cp.sqlite", "cp.sqlite.lock", "cp.sqlite-wal",

@@ -120,7 +120,7 @@ def test_a_parquet_decompression_bomb_is_refused_in_bounded_memory(tmp_path, kin
     assert out["peak_mb"] <= PEAK_LIMIT_MB
 
 
-def xlsx_bomb(path: Path, kind: str) -> Path:
+def xlsx_bomb(path: Path, kind: str, *, stream: bool = True) -> Path:
     """A minimal valid workbook whose one sheet is a compressed bomb or spans the whole grid."""
     parts = {
         "[Content_Types].xml": (
@@ -155,18 +155,45 @@ def xlsx_bomb(path: Path, kind: str) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for name, text in parts.items():
             zf.writestr(name, text)
-        with zf.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as fh:
-            fh.write(head.encode())
-            if kind == "compressed bomb":
-                row = (b'<row><c t="inlineStr"><is><t>6d3e1c8e-6d55-4d39-a4f7-4d3a7f0a2b11</t>'
-                       b'</is></c><c t="inlineStr"><is><t>2026-09-01</t></is></c></row>')
-                block = row * 10_000
-                for _ in range(200):
-                    fh.write(block)
-            else:  # two cells at opposite corners of the grid
-                fh.write(b'<row r="1048576"><c r="XFD1048576"><v>1</v></c></row>')
-            fh.write(tail.encode())
+        body = [head.encode()]
+        if kind == "compressed bomb":
+            row = (b'<row><c t="inlineStr"><is><t>6d3e1c8e-6d55-4d39-a4f7-4d3a7f0a2b11</t>'
+                   b'</is></c><c t="inlineStr"><is><t>2026-09-01</t></is></c></row>')
+            body += [row * 10_000] * (200 if stream else 60)
+        else:  # two cells at opposite corners of the grid
+            body.append(b'<row r="1048576"><c r="XFD1048576"><v>1</v></c></row>')
+        body.append(tail.encode())
+        if stream:
+            with zf.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as fh:
+                for part in body:
+                    fh.write(part)
+        else:
+            zf.writestr("xl/worksheets/sheet1.xml", b"".join(body))
     return path
+
+
+def lie_about_size(path: Path, member: str, claimed: int) -> None:
+    """Patch the zip directory so `member` claims to expand to `claimed` bytes only."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        name_len = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_len] == member.encode():
+            data[at + 24:at + 28] = claimed.to_bytes(4, "little")
+            path.write_bytes(bytes(data))
+            return
+        at = data.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"{member} not in {path}")
+
+
+def test_an_xlsx_part_that_lies_about_its_size_is_refused(tmp_path):
+    """A zip directory claiming a small part that really expands to hundreds of MB: refused."""
+    path = xlsx_bomb(tmp_path / "bomb.xlsx", "compressed bomb", stream=False)
+    lie_about_size(path, "xl/worksheets/sheet1.xml", 4096)
+    out = validate(path)
+    assert out["code"] == 2, out
+    assert str(path) in out["err"] and "damaged" in out["err"]
+    assert out["peak_mb"] <= PEAK_LIMIT_MB
 
 
 @pytest.mark.parametrize("kind", ["compressed bomb", "whole grid"])

@@ -75,3 +75,21 @@ def test_every_report_column_is_neutralised(tmp_path, column):
     write_report([{"row_number": 2, column: "x\r=1+1"}, {"row_number": 3, column: "-1"}], path)
     assert_no_formula(path, 2)
     assert [r[column] for r in read_report(path)] == ["x\r'=1+1", "'-1"]
+
+
+def test_a_negative_number_from_a_typed_sheet_is_neutralised_too(sandbox, tmp_path):
+    """A Parquet lookup value -5 (a number, not text) is written as text that is not a formula."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sheet = tmp_path / "fixes.parquet"
+    pq.write_table(pa.table({"event_type": ["order_completed"], "lookup_key": ["items"],
+                             "lookup_value": pa.array([-5], pa.int64()),
+                             "event_time": ["2026-09"], "set.note": ["x"]}), sheet)
+    res = run_cli(["apply", str(sheet), "--api-url", sandbox.url, "--checkpoint",
+                   str(tmp_path / "cp.sqlite"), "--report", str(tmp_path / "audit.csv")],
+                  env=ENV)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert_no_formula(tmp_path / "audit.csv", 1)
+    assert read_report(tmp_path / "audit.csv")[0]["lookup_value"] == "'-5"

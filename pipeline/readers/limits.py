@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +31,7 @@ PARQUET_MAX_EXTRA_VALUES = 1_000_000
 PARQUET_BATCH_BYTES = 16 << 20
 #: Largest .xlsx part, uncompressed, and the highest compression ratio of a large part.
 XLSX_MAX_PART_BYTES = 64 << 20
+XLSX_MAX_TOTAL_BYTES = 128 << 20
 XLSX_MAX_RATIO = 100
 #: Cells of the grid a worksheet spans (Excel readers allocate the whole rectangle).
 XLSX_MAX_CELLS = 5_000_000
@@ -143,6 +145,11 @@ def check_xlsx(path: Path) -> None:
                          "re-save it from Excel") from None
     with zf:
         infos = zf.infolist()
+        total = sum(info.file_size for info in infos)
+        if total > XLSX_MAX_TOTAL_BYTES:
+            raise SheetError(
+                f"{path}: the workbook expands to {total // _MIB} MiB; the limit is "
+                f"{XLSX_MAX_TOTAL_BYTES // _MIB} MiB. Save a large sheet as CSV or Parquet")
         for info in infos:
             ratio = info.file_size / max(info.compress_size, 1)
             if info.file_size > XLSX_MAX_PART_BYTES or (
@@ -153,8 +160,13 @@ def check_xlsx(path: Path) -> None:
                     f"{XLSX_MAX_PART_BYTES // _MIB} MiB and {XLSX_MAX_RATIO}x per part. Save a "
                     "large sheet as CSV or Parquet")
         for info in infos:
-            if info.filename.startswith("xl/worksheets/") and info.filename.endswith(".xml"):
+            # every part is read through once: the sizes above are only what the zip
+            # directory claims, and a part that expands past its claim fails its CRC here
+            try:
                 _check_extent(zf, info, path)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                raise SheetError(f"{path}: the workbook part {info.filename} is damaged "
+                                 f"({exc}); re-save it from Excel") from None
 
 
 _CELL_REF = re.compile(rb"<(?:\w+:)?c\b[^>]*?\br=\"([A-Z]{1,3})([0-9]{1,7})\"")
@@ -162,7 +174,8 @@ _ROW_REF = re.compile(rb"<(?:\w+:)?row\b[^>]*?\br=\"([0-9]{1,7})\"")
 
 
 def _check_extent(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
-    """The rectangle a worksheet's cell references span, read as a stream."""
+    """The rectangle a part's cell references span (worksheets may be named anything),
+    read as a stream."""
     max_row = max_col = 0
     tail = b""
     with zf.open(info) as fh:
