@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -34,6 +35,7 @@ from pipeline.logs import setup_logging
 from pipeline.model import RowProblem, SheetDefaults, Status
 from pipeline.options import (
     api_options,
+    config_in_use,
     config_option,
     output_options,
     read_token,
@@ -41,6 +43,7 @@ from pipeline.options import (
     sheet_options,
 )
 from pipeline.progress import RunProgress, estimate_rows
+from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import scrub_urls, url_for_display
 from pipeline.runner import RunOptions
 from pipeline.storage import is_remote, local_copy, sibling
@@ -133,6 +136,14 @@ def _defaults(event_type: str | None, match: str | None, from_: str | None, to: 
                          to=when(to, "--to", True), merge_mode=merge_mode)
 
 
+def _dialect(kw: dict[str, Any]) -> Dialect:
+    try:
+        return Dialect.of(kw.get("delimiter"), kw.get("encoding"),
+                          bool(kw.get("decimal_comma")))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--delimiter/--encoding") from None
+
+
 def _sheet_path(sheet: str) -> Path:
     path = Path(sheet)
     if not path.exists():
@@ -142,7 +153,8 @@ def _sheet_path(sheet: str) -> Path:
 
 @contextlib.contextmanager
 def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: str,
-           report: str | None, checkpoint: Path | None) -> Iterator[tuple[SheetJob, Path, str]]:
+           report: str | None, checkpoint: Path | None,
+           dialect: Dialect = PLAIN) -> Iterator[tuple[SheetJob, Path, str]]:
     """The job for SHEET (a local copy when it is an s3:// URL), its checkpoint and report.
 
     Defaults: the report beside the sheet (in the bucket for a remote sheet), or beside an
@@ -155,12 +167,14 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
     if is_remote(sheet):
         with local_copy(sheet) as local:
             name = f"{local.stem}.{kind}.csv"
-            yield (SheetJob(local, defaults, sheet_name, label=url_for_display(sheet)),
+            yield (SheetJob(local, defaults, sheet_name, label=url_for_display(sheet),
+                            dialect=dialect),
                    checkpoint or default_checkpoint(Path.cwd() / local.name),
                    report or sibling(sheet, name))
         return
     path = _sheet_path(sheet)
-    yield (SheetJob(path, defaults, sheet_name), checkpoint or default_checkpoint(path),
+    yield (SheetJob(path, defaults, sheet_name, dialect=dialect),
+           checkpoint or default_checkpoint(path),
            report or str(default_report(path, kind)))
 
 
@@ -195,6 +209,23 @@ def _setup_logging(kw: dict[str, Any]) -> None:
     if kw["quiet"] and kw["verbose"]:
         raise click.UsageError("--quiet and --verbose contradict each other; give one of them")
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    _announce(kw)
+
+
+def _announce(kw: dict[str, Any]) -> None:
+    """Say which config file and which API this run uses, before anything is sent."""
+    log = logging.getLogger("corrections")
+    found = config_in_use(click.get_current_context())
+    if found is not None:
+        path, implicit = found
+        log.info("config file %s%s", path, " (found in the working directory)" if implicit
+                 else "", extra={"event": "config", "config": path, "implicit": implicit})
+    usermaven, _ = mp_cli.wanted(kw)
+    if usermaven and not kw.get("sandbox"):
+        parts = urlsplit(kw["api_url"])
+        host = parts.hostname or kw["api_url"]
+        where = f"{host}:{parts.port}" if parts.port else host
+        log.info("API host %s", where, extra={"event": "api", "api_host": where})
 
 
 def _run_options(kw: dict[str, Any]) -> RunOptions:
@@ -231,7 +262,8 @@ def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
       corrections validate fixes.csv --match order_id --event-type order_completed
     """
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    with _sheet(sheet, defaults, sheet_name, "audit", None, None) as (job, _cp, _report):
+    with _sheet(sheet, defaults, sheet_name, "audit", None, None,
+                _dialect(kw)) as (job, _cp, _report):
         _validate(job, kw)
 
 
@@ -289,7 +321,7 @@ def apply(sheet: str | None, **kw: Any) -> None:
     _setup_logging(kw)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with (_sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
-                 kw["checkpoint"]) as (job, checkpoint, report),
+                 kw["checkpoint"], _dialect(kw)) as (job, checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, mparticle)):
         progress = RunProgress.for_terminal(estimate_rows(job.sheet), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
@@ -328,7 +360,7 @@ def plan(sheet: str, **kw: Any) -> None:
     """
     _setup_logging(kw)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None)
+    with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None, _dialect(kw))
           as (job, _checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw, plan=True)
           as (target, mparticle)):

@@ -29,6 +29,7 @@ from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
+from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
 from pipeline.revert import run_history
@@ -75,6 +76,7 @@ class SheetJob:
     sheet_name: str | None = None
     batch_size: int = 5000
     label: str | None = None  # what to call the sheet (its URL when read from a bucket)
+    dialect: Dialect = PLAIN  # separator, encoding, decimal commas
 
     @property
     def name(self) -> str:
@@ -82,7 +84,7 @@ class SheetJob:
 
     def batches(self) -> Iterator[list[Correction | RowProblem]]:
         return validate_batches(self.sheet, self.defaults, batch_size=self.batch_size,
-                                sheet_name=self.sheet_name)
+                                sheet_name=self.sheet_name, dialect=self.dialect)
 
 
 def default_checkpoint(sheet: Path) -> Path:
@@ -407,8 +409,10 @@ class _Bookkeeping:
 
 def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
     """What a sheet means: its bytes, the worksheet, and the defaults its rows take."""
-    meaning = json.dumps([sheet_fingerprint, job.sheet_name, job.defaults.__dict__],
-                         default=str, sort_keys=True)
+    parts: list[Any] = [sheet_fingerprint, job.sheet_name, job.defaults.__dict__]
+    if job.dialect != PLAIN:  # read another way, the same bytes mean other rows
+        parts.append(job.dialect.describe())
+    meaning = json.dumps(parts, default=str, sort_keys=True)
     return hashlib.sha256(meaning.encode()).hexdigest()
 
 

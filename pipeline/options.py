@@ -8,6 +8,7 @@ directory when present; its keys are the long option names (`concurrency = 4`,
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import tomllib
@@ -28,10 +29,45 @@ _SECRET_KEYS = frozenset({"mparticle_api_key", "mparticle_api_secret", "api_key"
                           "secret", "password"})
 
 
+#: Where `--config` (or the implicit file) is remembered for the start-of-run announcement.
+CONFIG_META = "corrections.config"
+
+
+def _known_keys(ctx: click.Context) -> set[str]:
+    """Every option name of every command: one config file may serve them all."""
+    commands: list[click.Command] = [ctx.command]
+    group = ctx.parent.command if ctx.parent is not None else None
+    if isinstance(group, click.Group) and ctx.parent is not None:
+        for name in group.list_commands(ctx.parent):
+            cmd = group.get_command(ctx.parent, name)
+            if cmd is not None:
+                commands.append(cmd)
+    names: set[str] = set()
+    for cmd in commands:
+        for p in cmd.params:
+            if p.name:
+                names.add(p.name)
+            names.update(o.lstrip("-").replace("-", "_") for o in p.opts if o.startswith("--"))
+    return names
+
+
+def _refuse_open_implicit(path: Path) -> None:
+    """An implicitly found config file that others can write could redirect the token."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise click.BadParameter(
+            f"./{CONFIG_NAME} is writable by other users (mode {stat.S_IMODE(mode):04o}) and "
+            "could point the token at another host; `chmod go-w "
+            f"{CONFIG_NAME}`, or name the file explicitly with --config",
+            param_hint="--config")
+
+
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     path = Path(value) if value else Path(CONFIG_NAME)
     if not value and not path.exists():
         return None
+    if not value:
+        _refuse_open_implicit(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -43,6 +79,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         raise click.BadParameter(f"{path}: [corrections] must be a table")
     defaults: dict[str, Any] = {}
     names = {p.name: p for p in ctx.command.params}
+    known = _known_keys(ctx)
     for key, val in table.items():
         name = key.replace("-", "_")
         if name == "from":
@@ -56,10 +93,23 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
                 f"{path}: {key} is a secret and does not belong in the config file; set "
                 f"{name.upper()} in the environment")
         if name not in names:
-            continue  # keys for other commands are fine in a shared file
+            if name in known or name == "config":
+                continue  # keys for other commands are fine in a shared file
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+            hint = (f"; did you mean {close[0].rstrip('_').replace('_', '-')!r}?" if close
+                    else "; keys are the long option names, e.g. concurrency = 4")
+            raise click.BadParameter(f"{path}: unknown key {key!r}{hint}",
+                                     param_hint="--config")
         defaults[name] = val
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[CONFIG_META] = (str(path), not value)
     return str(path)
+
+
+def config_in_use(ctx: click.Context) -> tuple[str, bool] | None:
+    """(path, found implicitly) of the config file this command read, if any."""
+    found = ctx.meta.get(CONFIG_META)
+    return found if isinstance(found, tuple) else None
 
 
 def config_option(f: F) -> F:
@@ -98,6 +148,12 @@ def sheet_options(f: F) -> F:
         click.option("--merge-mode", type=click.Choice(["merge", "replace"]), default="merge",
                      show_default=True, help="For rows that do not say."),
         click.option("--sheet-name", help="Worksheet of an .xlsx file (default: the first)."),
+        click.option("--delimiter", metavar="CHAR", default=",", show_default=True,
+                     help="CSV cell separator, e.g. ';' or tab."),
+        click.option("--encoding", default="utf-8", show_default=True,
+                     help="CSV text encoding (UTF-8 may start with a BOM), e.g. cp1252."),
+        click.option("--decimal-comma", is_flag=True,
+                     help="Send set.* values written like 149,90 as numbers (149.9)."),
     ]):
         f = opt(f)
     return f

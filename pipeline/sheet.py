@@ -28,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from pipeline.errors import SheetError
 from pipeline.model import SheetDefaults
 from pipeline.readers.common import CSV_FIELD_LIMIT, MAX_CELL_CHARS, RawRow, _duplicates, _quoted
 from pipeline.readers.csv_rows import _csv_header, _csv_rows, _open_csv
+from pipeline.readers.dialect import PLAIN, Dialect, numbers_with_commas
 from pipeline.readers.parquet_rows import _open_parquet, _parquet_header, _parquet_rows
 from pipeline.readers.xlsx_rows import _open_xlsx, _xlsx_header, _xlsx_rows, _xlsx_sheet
 from pipeline.targets.mparticle.limits import IDENTITY_KEYS, IDENTITY_PREFIX, MPID_COLUMN
@@ -80,7 +82,8 @@ def fingerprint(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def columns(path: str | Path, sheet_name: str | None = None) -> list[str]:
+def columns(path: str | Path, sheet_name: str | None = None,
+            dialect: Dialect = PLAIN) -> list[str]:
     """The sheet's header (column names, stripped), after the structural checks.
 
     Raises `SheetError` for a missing/unreadable file, an unsupported suffix, an empty file, a
@@ -90,9 +93,9 @@ def columns(path: str | Path, sheet_name: str | None = None) -> list[str]:
     path = Path(path)
     kind = _kind(path, sheet_name)
     if kind == "csv":
-        with _open_csv(path) as f:
-            reader = csv.reader(f, strict=True)
-            header, _, _ = _csv_header(reader, path)
+        with _open_csv(path, dialect) as f:
+            reader = csv.reader(f, delimiter=dialect.delimiter, strict=True)
+            header, _, _ = _csv_header(reader, path, dialect)
             return header
     if kind == "parquet":
         pf = _open_parquet(path)
@@ -168,7 +171,8 @@ def check_columns(
 
 
 def read_rows(
-    path: str | Path, *, batch_size: int = 5000, sheet_name: str | None = None
+    path: str | Path, *, batch_size: int = 5000, sheet_name: str | None = None,
+    dialect: Dialect = PLAIN,
 ) -> Iterator[list[RawRow]]:
     """Yield the sheet's non-blank data rows in lists of at most `batch_size`.
 
@@ -179,11 +183,12 @@ def read_rows(
     path = Path(path)
     kind = _kind(path, sheet_name)
     if kind == "csv":
-        rows = _csv_rows(path)
+        rows = _csv_rows(path, dialect)
     elif kind == "parquet":
         rows = _parquet_rows(path, batch_size)
     else:
         rows = _xlsx_rows(path, sheet_name)
+    rows = numbers_with_commas(rows, dialect)
     batch: list[RawRow] = []
     for row in rows:
         batch.append(row)
@@ -242,8 +247,10 @@ def _unknown_message(unknown: list[str], match: str | None) -> str:
             hints.append(f"{col!r} is not an mParticle identity; the Events API accepts "
                          + ", ".join(IDENTITY_PREFIX + k for k in IDENTITY_KEYS))
         elif ";" in col or "\t" in col:
-            hints.append("the header looks separated by ';' or tabs; save the sheet as "
-                         "comma-separated CSV")
+            hints.append("the header looks separated by ';' or tabs; pass --delimiter ';' "
+                         "(or --delimiter tab)")
+        elif (guess := _did_you_mean(col, match)) is not None:
+            hints.append(f"did you mean {guess!r} instead of {col!r}?")
     hints.append("to write an attribute name the column set.<name> (e.g. set.final_price)")
     if not match:
         hints.append("to look events up by a column's values pass --match <column>")
@@ -251,3 +258,13 @@ def _unknown_message(unknown: list[str], match: str | None) -> str:
             "expect.<attribute>, identity.<key>, mpid (the mParticle user)"
             + (f" and {match!r} (--match)" if match else "") + ". Hint: " + "; ".join(hints)
             + ".")
+
+
+def _did_you_mean(col: str, match: str | None) -> str | None:
+    """The known column a typo most likely meant (`lookup_vale` → `lookup_value`)."""
+    for sep in ("set_", "set-", "set:", "set "):
+        if col.startswith(sep) and len(col) > len(sep):
+            return SET_PREFIX + col[len(sep):]
+    known = [*KNOWN_COLUMNS, *([match] if match else [])]
+    close = difflib.get_close_matches(col, known, n=1, cutoff=0.75)
+    return close[0] if close else None

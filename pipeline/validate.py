@@ -48,6 +48,7 @@ from typing import Any
 from pipeline.guards import Guard
 from pipeline.keys import canonical_json, row_key
 from pipeline.model import MERGE_MODES, Correction, RowProblem, SheetDefaults, Window
+from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.sheet import EXPECT_PREFIX, SET_PREFIX, RawRow, check_columns, columns, read_rows
 from pipeline.targets.mparticle.limits import IDENTITY_PREFIX, MPID_COLUMN
 from pipeline.timeutil import TimestampError, month_window, parse_timestamp
@@ -121,20 +122,22 @@ def validate_batches(
     *,
     batch_size: int = 5000,
     sheet_name: str | None = None,
+    dialect: Dialect = PLAIN,
 ) -> Iterator[list[Correction | RowProblem]]:
     """Check the header now (raising `SheetError`), then validate the sheet batch by batch.
 
     Reading can still raise `SheetError` later for damage that makes the rest of a CSV file
     untrustworthy (a quoted cell that never closes across many lines).
     """
-    cols = columns(path, sheet_name)
+    cols = columns(path, sheet_name, dialect)
     check_columns(cols, defaults, source=path)
     prepared = _prepare(defaults)
-    return _batches(path, prepared, batch_size, sheet_name)
+    return _batches(path, prepared, batch_size, sheet_name, dialect)
 
 
-def _batches(path, prepared, batch_size, sheet_name) -> Iterator[list[Correction | RowProblem]]:
-    for batch in read_rows(path, batch_size=batch_size, sheet_name=sheet_name):
+def _batches(path, prepared, batch_size, sheet_name,
+             dialect: Dialect) -> Iterator[list[Correction | RowProblem]]:
+    for batch in read_rows(path, batch_size=batch_size, sheet_name=sheet_name, dialect=dialect):
         yield [_validate(raw, prepared) for raw in batch]
 
 

@@ -16,17 +16,20 @@ from pipeline.readers.common import (
     _check_header,
     _sanitize,
 )
+from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.readers.limits import BoundedLines
 
 
-def _open_csv(path: Path):
+def _open_csv(path: Path, dialect: Dialect = PLAIN):
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError as exc:
         raise SheetError(f"{path}: cannot read the sheet ({exc.strerror or exc})") from None
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise SheetError(f"{path}: the file is UTF-16; save it as CSV UTF-8")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) and not dialect.encoding.startswith(
+            "utf-16"):
+        raise SheetError(f"{path}: the file is UTF-16; save it as CSV UTF-8 or pass "
+                         "--encoding utf-16")
     if head.startswith(b"PK\x03\x04"):
         raise SheetError(f"{path}: this looks like an Excel workbook, not CSV text; name it "
                          ".xlsx or export it as CSV UTF-8")
@@ -34,13 +37,13 @@ def _open_csv(path: Path):
         csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
         # lines read with a bound: a huge line is reported, never held whole
-        return BoundedLines(open(path, encoding="utf-8-sig", errors="surrogateescape",
-                                 newline=""), path)
+        return BoundedLines(open(path, encoding=dialect.python_encoding,
+                                 errors="surrogateescape", newline=""), path)
     except OSError as exc:
         raise SheetError(f"{path}: cannot read the sheet ({exc.strerror or exc})") from None
 
 
-def _csv_header(reader, path: Path) -> tuple[list[str], int, int]:
+def _csv_header(reader, path: Path, dialect: Dialect = PLAIN) -> tuple[list[str], int, int]:
     """Read up to the header: (header, its row number, physical line count so far)."""
     record = 0
     while True:
@@ -56,6 +59,7 @@ def _csv_header(reader, path: Path) -> tuple[list[str], int, int]:
         if any(row):
             break
     header = [c.strip() for c in row]
+    _separator_hint(header, path, dialect)
     joined = "".join(header)
     try:
         joined.encode("utf-8")
@@ -66,10 +70,22 @@ def _csv_header(reader, path: Path) -> tuple[list[str], int, int]:
     return header, record, reader.line_num
 
 
-def _csv_rows(path: Path) -> Iterator[RawRow]:
-    with _open_csv(path) as f:
-        reader = csv.reader(f, strict=True)
-        header, record, prev_line = _csv_header(reader, path)
+def _separator_hint(header: list[str], path: Path, dialect: Dialect) -> None:
+    """A header read as one column that holds another separator: say which to pass."""
+    if len([h for h in header if h]) != 1:
+        return
+    for sep, name in ((";", ";"), ("\t", "tab"), ("|", "|")):
+        if sep != dialect.delimiter and sep in header[0]:
+            raise SheetError(
+                f"{path}: the header is a single column {header[0][:80]!r}: the sheet looks "
+                f"separated by {name!r}, not {dialect.delimiter!r}; pass --delimiter "
+                f"'{name}' (common in exports from European locales)")
+
+
+def _csv_rows(path: Path, dialect: Dialect = PLAIN) -> Iterator[RawRow]:
+    with _open_csv(path, dialect) as f:
+        reader = csv.reader(f, delimiter=dialect.delimiter, strict=True)
+        header, record, prev_line = _csv_header(reader, path, dialect)
         f.header_read = True
         width = len(header)
         unnamed = [i for i, h in enumerate(header) if not h]

@@ -1,4 +1,9 @@
-"""Excel (.xlsx) sheets via calamine: cells become text as a CSV export would."""
+"""Excel (.xlsx) sheets via calamine: cells keep their type, as Parquet columns do.
+
+A number cell is a JSON number (whole numbers without `.0`), a boolean a boolean, a date or time
+ISO 8601 text. What Excel *shows* (`149.90`, `00123`) is formatting, not the value: a column that
+must keep such text is formatted as Text in Excel.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +67,19 @@ def _xlsx_text(v: Any) -> str:
     return str(v)
 
 
+def _xlsx_value(v: Any) -> Any:
+    """An Excel cell as its typed value (None or "" = empty); dates stay dates for validation."""
+    if isinstance(v, bool | str | datetime | date | time) or v is None:
+        return v
+    if isinstance(v, float):
+        if math.isfinite(v) and v.is_integer() and abs(v) < _XLSX_INT_LIMIT:
+            return int(v)
+        return v
+    if isinstance(v, int):
+        return v
+    return str(v)  # durations and anything newer: their text
+
+
 def _xlsx_header(rows: Iterator[list[Any]], path: Path) -> tuple[list[str], int]:
     for index, row in enumerate(rows, start=1):
         header = [_xlsx_text(v).strip() for v in row]
@@ -79,19 +97,19 @@ def _xlsx_rows(path: Path, sheet_name: str | None) -> Iterator[RawRow]:
         width = len(header)
         for row in rows:
             record += 1
-            texts = [_xlsx_text(v) for v in row]
-            if not any(texts):
+            texts = [_xlsx_value(v) for v in row]
+            if all(v is None or v == "" for v in texts):
                 continue
-            if len(texts) > width and any(texts[width:]):
-                extra = next(i for i in range(width, len(texts)) if texts[i])
-                cells = {k: v for k, v in zip(header, texts, strict=False) if v and k}
+            if len(texts) > width and any(_given(v) for v in texts[width:]):
+                extra = next(i for i in range(width, len(texts)) if _given(texts[i]))
+                cells = {k: v for k, v in zip(header, texts, strict=False) if _given(v) and k}
                 yield RawRow(record, cells, f"a value in column {extra + 1}, which has no header "
                              "name; name the column or clear the cell", f"#{extra + 1}")
                 continue
             cells = {}
             problem = None
             for i, (k, v) in enumerate(zip(header, texts, strict=False)):
-                if not v:
+                if not _given(v):
                     continue
                 if not k:
                     problem = (f"a value in column {i + 1}, which has no header name; name the "
@@ -102,3 +120,8 @@ def _xlsx_rows(path: Path, sheet_name: str | None) -> Iterator[RawRow]:
                 yield RawRow(record, cells, *problem)
             else:
                 yield RawRow(record, cells)
+
+
+def _given(v: Any) -> bool:
+    """A cell that holds something: 0 and FALSE do, None and "" do not."""
+    return v is not None and v != ""
