@@ -12,11 +12,17 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
 from pipeline import __version__, signals
+from pipeline.cli_output import (
+    finish_run,
+    metrics_on_error,
+    row_logger,
+    setup_output,
+    sheet_dialect,
+)
 from pipeline.client import check_token
 from pipeline.errors import CorrectionsError, UsageError
 from pipeline.jobs import (
@@ -31,11 +37,9 @@ from pipeline.jobs import (
     report_beside,
     validate_sheet,
 )
-from pipeline.logs import setup_logging
-from pipeline.model import RowProblem, SheetDefaults, Status
+from pipeline.model import RowProblem, SheetDefaults
 from pipeline.options import (
     api_options,
-    config_in_use,
     config_option,
     output_options,
     read_token,
@@ -136,14 +140,6 @@ def _defaults(event_type: str | None, match: str | None, from_: str | None, to: 
                          to=when(to, "--to", True), merge_mode=merge_mode)
 
 
-def _dialect(kw: dict[str, Any]) -> Dialect:
-    try:
-        return Dialect.of(kw.get("delimiter"), kw.get("encoding"),
-                          bool(kw.get("decimal_comma")))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--delimiter/--encoding") from None
-
-
 def _sheet_path(sheet: str) -> Path:
     path = Path(sheet)
     if not path.exists():
@@ -205,44 +201,9 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
     yield Target.remote(api_url, token), setup
 
 
-def _setup_logging(kw: dict[str, Any]) -> None:
-    if kw["quiet"] and kw["verbose"]:
-        raise click.UsageError("--quiet and --verbose contradict each other; give one of them")
-    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
-    _announce(kw)
-
-
-def _announce(kw: dict[str, Any]) -> None:
-    """Say which config file and which API this run uses, before anything is sent."""
-    log = logging.getLogger("corrections")
-    found = config_in_use(click.get_current_context())
-    if found is not None:
-        path, implicit = found
-        log.info("config file %s%s", path, " (found in the working directory)" if implicit
-                 else "", extra={"event": "config", "config": path, "implicit": implicit})
-    usermaven, _ = mp_cli.wanted(kw)
-    if usermaven and not kw.get("sandbox"):
-        parts = urlsplit(kw["api_url"])
-        host = parts.hostname or kw["api_url"]
-        where = f"{host}:{parts.port}" if parts.port else host
-        log.info("API host %s", where, extra={"event": "api", "api_host": where})
-
-
 def _run_options(kw: dict[str, Any]) -> RunOptions:
     names = RunOptions.__dataclass_fields__.keys()
     return RunOptions(**{k: v for k, v in kw.items() if k in names})
-
-
-def _row_echo(verbose: bool, log_json: bool) -> Any:
-    log = logging.getLogger("corrections")
-
-    def on_row(row_number: int, status: Status, error: str | None) -> None:
-        if verbose or log_json:
-            log.info("row %s: %s%s", row_number, status.value, f" ({error})" if error else "",
-                     extra={"event": "row", "row_number": row_number, "status": status.value,
-                            "error": error})
-
-    return on_row
 
 
 @main.command()
@@ -263,7 +224,7 @@ def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
     """
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
     with _sheet(sheet, defaults, sheet_name, "audit", None, None,
-                _dialect(kw)) as (job, _cp, _report):
+                sheet_dialect(kw)) as (job, _cp, _report):
         _validate(job, kw)
 
 
@@ -294,6 +255,9 @@ def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
 @click.option("--no-refresh", is_flag=True, help="With --plan: send without reading each "
               "event again first (its guard is not checked).")
 @output_options
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="PATH.prom", help="Write run metrics for the Prometheus textfile "
+              "collector (atomically, at the end and on a stop).")
 @config_option
 def apply(sheet: str | None, **kw: Any) -> None:
     """Resolve, correct and record every row of SHEET; safe to rerun after any failure.
@@ -318,18 +282,18 @@ def apply(sheet: str | None, **kw: Any) -> None:
 
         apply_plan(sheet, kw)
     assert sheet is not None
-    _setup_logging(kw)
+    setup_output(kw)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    with (_sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
-                 kw["checkpoint"], _dialect(kw)) as (job, checkpoint, report),
+    with (metrics_on_error(kw) as metrics,
+          _sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
+                 kw["checkpoint"], sheet_dialect(kw)) as (job, checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, mparticle)):
         progress = RunProgress.for_terminal(estimate_rows(job.sheet), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
                               report=report, strict=kw["strict"], progress=progress,
-                              on_row=_row_echo(kw["verbose"], kw["log_format"] == "json"),
+                              on_row=row_logger(kw["verbose"], kw["log_format"] == "json"),
                               mparticle=mparticle)
-    if not kw["quiet"]:
-        print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
+    finish_run(outcome, sheet, kw, metrics)
     sys.exit(outcome.exit_code)
 
 
@@ -358,9 +322,10 @@ def plan(sheet: str, **kw: Any) -> None:
       corrections plan fixes.csv --event-type order_completed --match order_id
       corrections plan fixes.csv --match order_id --out fixes.plan.json
     """
-    _setup_logging(kw)
+    setup_output(kw)
     defaults = _defaults(kw["event_type"], kw["match"], kw["from_"], kw["to"], kw["merge_mode"])
-    with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None, _dialect(kw))
+    with (_sheet(sheet, defaults, kw["sheet_name"], "plan", kw["report"], None,
+                 sheet_dialect(kw))
           as (job, _checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw, plan=True)
           as (target, mparticle)):
@@ -377,6 +342,7 @@ def plan(sheet: str, **kw: Any) -> None:
                              on_checkpoint=hook)
     if not kw["quiet"]:
         print_plan_details(outcome)
+    if not kw["quiet"] or kw["log_format"] == "json":
         print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
     if saved:
         from pipeline.cli_plans import echo_saved

@@ -13,8 +13,9 @@ from typing import Any
 import click
 
 import pipeline.cli as cli
+from pipeline.cli_output import finish_run, row_logger, setup_output
 from pipeline.errors import UsageError
-from pipeline.logs import setup_logging
+from pipeline.metrics import RunMetrics
 from pipeline.plan_jobs import (
     default_plan_checkpoint,
     default_plan_report,
@@ -25,7 +26,6 @@ from pipeline.plan_jobs import (
 from pipeline.planfile import read_plan
 from pipeline.progress import RunProgress
 from pipeline.revert import CANNOT_REVERT
-from pipeline.summary import print_summary
 from pipeline.targets import MPARTICLE, USERMAVEN
 
 
@@ -38,7 +38,7 @@ def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
     if kw["plan"] is None:
         raise UsageError("give the SHEET to apply, or --plan PLAN (a plan written by "
                          "`corrections plan SHEET --out PLAN`)")
-    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    setup_output(kw)
     path = Path(kw["plan"])
     plan = read_plan(path, kw["expect_digest"])
     # the plan decides where it goes: every target it was reviewed for, no other
@@ -61,9 +61,9 @@ def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
         progress = RunProgress.for_terminal(len(plan.items), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, cli._run_options(kw), checkpoint=checkpoint,
                               report=report, progress=progress, mparticle=setup,
-                              on_row=cli._row_echo(kw["verbose"], kw["log_format"] == "json"))
-    if not kw["quiet"]:
-        print_summary(outcome, sheet=str(path), log_json=kw["log_format"] == "json")
+                              on_row=row_logger(kw["verbose"], kw["log_format"] == "json"))
+    metrics_file = kw.get("metrics_file")
+    finish_run(outcome, str(path), kw, RunMetrics(metrics_file) if metrics_file else None)
     sys.exit(outcome.exit_code)
 
 

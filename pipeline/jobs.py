@@ -27,6 +27,7 @@ from pipeline.client import UsermavenClient, check_api_url, make_http_client
 from pipeline.errors import SheetError
 from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
+from pipeline.logs import current_run_id
 from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
 from pipeline.readers.dialect import PLAIN, Dialect
@@ -106,7 +107,8 @@ def report_beside(checkpoint: Path, kind: str = "audit") -> Path:
 
 
 def new_run_id() -> str:
-    return f"run-{utcnow().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    """The id the caller bound for its log lines (`logs.bind_run_id`), or a fresh one."""
+    return current_run_id() or f"run-{utcnow().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 # -- validate -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,7 +36,7 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
     total = sum(outcome.counts.values())
     echo = _echo(out)
     if log_json:
-        click.echo(json.dumps({
+        logging.getLogger("corrections").info("summary", extra={
             "event": "summary", "run_id": outcome.run_id, "sheet": str(sheet),
             "rows": total, "counts": outcome.counts, "events": outcome.events,
             "rows_new": t.rows_new, "rows_done": t.rows_done, "rows_gone": outcome.rows_gone,
@@ -45,8 +46,7 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
             "exit_code": outcome.exit_code, "stopped": r.stop_reason,
             "targets": outcome.by_target,
             **({"mparticle": _mparticle_json(outcome)} if outcome.mparticle else {}),
-            "level": "info", "msg": "summary",
-        }, default=str), err=True)
+        })
         return
     echo(f"run {outcome.run_id} · {sheet}")
     echo(f"rows: {total} in the sheet · {t.rows_new} new · {t.rows_done} already done · "

@@ -74,10 +74,11 @@ def test_json_logs_are_one_parseable_object_per_line_for_a_cron_run(sandbox, tmp
     assert res.returncode == 1
     records = [json.loads(line) for line in res.stderr.splitlines()]
     events = [r.get("event") for r in records]
-    assert events[0] == "run_start" and events[-1] == "summary"
+    first = events.index("run_start")  # after the announcements: config file, API host
+    assert set(events[:first]) <= {"config", "api"} and events[-1] == "summary"
     assert "retry" in events
     assert sum(e == "row" for e in events) == 25
-    start = records[0]
+    start = records[first]
     assert start["options"]["concurrency"] == 8
     assert SANDBOX_TOKEN.split(".")[1] not in res.stderr
     assert records[-1]["exit_code"] == 1 and records[-1]["counts"]["applied"] == 15
@@ -93,14 +94,19 @@ def test_config_file_sets_options_and_the_command_line_wins(sandbox, tmp_path):
     res = run_cli(["apply", str(sheet), "--log-format", "json"],
                   env={**ENV, "USERMAVEN_API_URL": sandbox.url}, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    start = json.loads(res.stderr.splitlines()[0])
+    start = run_start(res.stderr)
     assert start["options"]["concurrency"] == 3
     assert (tmp_path / "from-config.csv").exists()
     # and the command line wins over both
     res = run_cli(["apply", str(sheet), "--log-format", "json", "--concurrency", "5",
                    "--api-url", sandbox.url], env={**ENV, "USERMAVEN_API_URL": "http://x:1"},
                   cwd=tmp_path)
-    assert json.loads(res.stderr.splitlines()[0])["options"]["concurrency"] == 5
+    assert run_start(res.stderr)["options"]["concurrency"] == 5
+
+
+def run_start(stderr: str) -> dict:
+    """The run_start line of a JSON log (announcements of config and API host precede it)."""
+    return next(r for r in map(json.loads, stderr.splitlines()) if r["event"] == "run_start")
 
 
 def test_an_explicit_config_file_is_read_and_a_bad_one_is_a_usage_error(sandbox, tmp_path):

@@ -414,20 +414,22 @@ def test_corrupt_parquet_is_a_sheet_error(tmp_path):
 # --------------------------------------------------------------------------- XLSX
 
 
-def test_xlsx_cells_become_text_like_csv(tmp_path):
-    """Excel numbers, booleans and dates become the text a CSV export would hold."""
+def test_xlsx_cells_keep_their_type_like_parquet(tmp_path):
+    """Excel numbers stay numbers (whole ones as int), booleans booleans, dates dates; text
+    cells (`00123`) stay the text they hold."""
     path = write_xlsx(tmp_path, {"Fixes": [
         ["event_id", "timestamp", "set.n", "set.price", "set.ok", "set.code", "set.empty"],
         [EID, dt.datetime(2026, 3, 10, 14, 30), 123, 149.9, True, "00123", None],
         [EID, dt.date(2026, 3, 10), 0.1 + 0.2, 1e-7, False, "=HYPERLINK", ""],
     ]})
     rows = rows_of(path)
-    assert rows[0].cells == {"event_id": EID, "timestamp": "2026-03-10T14:30:00",
-                             "set.n": "123", "set.price": "149.9", "set.ok": "TRUE",
+    assert rows[0].cells == {"event_id": EID, "timestamp": dt.datetime(2026, 3, 10, 14, 30),
+                             "set.n": 123, "set.price": 149.9, "set.ok": True,
                              "set.code": "00123"}
-    assert rows[1].cells["set.n"] == "0.3"
-    assert rows[1].cells["set.price"] == "1e-07"
-    assert rows[1].cells["timestamp"].startswith("2026-03-10")
+    assert type(rows[0].cells["set.n"]) is int
+    assert rows[1].cells["set.n"] == pytest.approx(0.3)  # Excel stores 15 digits
+    assert rows[1].cells["set.price"] == 1e-7 and rows[1].cells["set.ok"] is False
+    assert rows[1].cells["timestamp"] in (dt.date(2026, 3, 10), dt.datetime(2026, 3, 10))
     assert [r.row_number for r in rows] == [2, 3]
 
 

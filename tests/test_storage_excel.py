@@ -86,7 +86,8 @@ def write_xlsx(path, header, rows, sheet_title="fixes", extra_sheet=True):
 
 
 def test_an_excel_sheet_runs_end_to_end_with_sheet_name(sandbox, tmp_path):
-    """An .xlsx export (second worksheet chosen by --sheet-name) applies like a CSV."""
+    """An .xlsx export (second worksheet chosen by --sheet-name) applies like a CSV; text
+    cells stay text and number cells arrive as JSON numbers."""
     path = tmp_path / "fixes.xlsx"
     write_xlsx(path, ["event_type", "lookup_key", "lookup_value", "event_time",
                       "set.final_price", "set.items"],
@@ -98,7 +99,7 @@ def test_an_excel_sheet_runs_end_to_end_with_sheet_name(sandbox, tmp_path):
     lines = read_report(tmp_path / "fixes.audit.csv")
     assert [r["status"] for r in lines] == ["applied", "applied"]
     attrs = sandbox.store.get("407dfe54-d8e9-4aa1-9744-d89e5f6107b0").attributes
-    assert attrs["final_price"] == "54.50" and attrs["items"] == "3"
+    assert attrs["final_price"] == "54.50" and attrs["items"] == 3
 
 
 def test_an_unknown_worksheet_name_is_a_clear_error(tmp_path):

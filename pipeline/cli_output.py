@@ -1,0 +1,116 @@
+"""What a command says while it runs: logs (text or JSON), announcements, row lines, the
+summary, and the metrics file. Kept apart from `cli.py` so the commands stay thin."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from pipeline.errors import CorrectionsError
+from pipeline.jobs import ApplyOutcome, new_run_id
+from pipeline.logs import bind_run_id, setup_logging
+from pipeline.metrics import RunMetrics
+from pipeline.model import SUCCESS, Status
+from pipeline.options import config_in_use
+from pipeline.readers.dialect import Dialect
+from pipeline.summary import print_summary
+from pipeline.targets.mparticle import cli_options as mp_cli
+
+log = logging.getLogger("corrections")
+
+
+def sheet_dialect(kw: dict[str, Any]) -> Dialect:
+    """--delimiter, --encoding and --decimal-comma, checked (exit 2 when unusable)."""
+    try:
+        return Dialect.of(kw.get("delimiter"), kw.get("encoding"),
+                          bool(kw.get("decimal_comma")))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--delimiter/--encoding") from None
+
+
+def setup_output(kw: dict[str, Any]) -> str:
+    """Logging as asked, a run id on every line from here on, and the start announcements."""
+    if kw["quiet"] and kw["verbose"]:
+        raise click.UsageError("--quiet and --verbose contradict each other; give one of them")
+    setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    run_id = new_run_id()
+    bind_run_id(run_id)
+    _announce(kw)
+    return run_id
+
+
+def _announce(kw: dict[str, Any]) -> None:
+    """Say which config file and which API host this run uses, before anything is sent."""
+    found = config_in_use(click.get_current_context())
+    if found is not None:
+        path, implicit = found
+        log.info("config file %s%s", path, " (found in the working directory)" if implicit
+                 else "", extra={"event": "config", "config": path, "implicit": implicit})
+    usermaven, _ = mp_cli.wanted(kw)
+    if usermaven and not kw.get("sandbox"):
+        parts = urlsplit(kw["api_url"])
+        host = parts.hostname or kw["api_url"]
+        where = f"{host}:{parts.port}" if parts.port else host
+        log.info("API host %s", where, extra={"event": "api", "api_host": where})
+
+
+def row_logger(verbose: bool, log_json: bool) -> Any:
+    """Each finished row as a log line (JSON or -v); rows that did not succeed at warning."""
+
+    def on_row(row_number: int, status: Status, error: str | None) -> None:
+        if verbose or log_json:
+            level = (logging.INFO if status in SUCCESS or status is Status.PLANNED
+                     else logging.WARNING)
+            log.log(level, "row %s: %s%s", row_number, status.value,
+                    f" ({error})" if error else "",
+                    extra={"event": "row", "row_number": row_number, "status": status.value,
+                           "error": error})
+
+    return on_row
+
+
+@contextlib.contextmanager
+def metrics_on_error(kw: dict[str, Any]) -> Iterator[RunMetrics | None]:
+    """The run's metrics file (if asked), also written when the run ends on an error."""
+    path: Path | None = kw.get("metrics_file")
+    metrics = RunMetrics(path) if path is not None else None
+    try:
+        yield metrics
+    except CorrectionsError as exc:
+        if metrics is not None:
+            metrics.write(exc.exit_code)
+        raise
+    except KeyboardInterrupt:
+        if metrics is not None:
+            metrics.write(130)
+        raise
+
+
+def finish_run(outcome: ApplyOutcome, sheet: str, kw: dict[str, Any],
+               metrics: RunMetrics | None) -> None:
+    """The summary (always in JSON logs, for people unless --quiet) and the metrics file."""
+    log_json = kw["log_format"] == "json"
+    if not kw["quiet"] or log_json:
+        print_summary(outcome, sheet=sheet, log_json=log_json)
+    if metrics is not None:
+        r = outcome.result
+        mp = outcome.mparticle
+        metrics.rows = outcome.by_target or {"usermaven": outcome.counts}
+        metrics.requests = r.requests + (mp.requests if mp else 0)
+        metrics.retries = r.retries + (mp.retries if mp else 0)
+        metrics.throttled = r.throttled
+        try:
+            metrics.write(outcome.exit_code, now=time.time())
+        except OSError as exc:
+            log.error("cannot write --metrics-file %s: %s", metrics.path, exc.strerror or exc,
+                      extra={"event": "error", "metrics_file": str(metrics.path)})
+            return
+        log.info("metrics written to %s", metrics.path,
+                 extra={"event": "metrics", "metrics_file": str(metrics.path)})
