@@ -97,6 +97,8 @@ def finish_run(outcome: ApplyOutcome, sheet: str, kw: dict[str, Any],
                metrics: RunMetrics | None) -> None:
     """The summary (always in JSON logs, for people unless --quiet) and the metrics file."""
     log_json = kw["log_format"] == "json"
+    if log_json or kw["quiet"]:  # people without --quiet read it in the summary
+        _log_stop(outcome)
     if not kw["quiet"] or log_json:
         print_summary(outcome, sheet=sheet, log_json=log_json)
     if metrics is not None:
@@ -114,3 +116,15 @@ def finish_run(outcome: ApplyOutcome, sheet: str, kw: dict[str, Any],
             return
         log.info("metrics written to %s", metrics.path,
                  extra={"event": "metrics", "metrics_file": str(metrics.path)})
+
+
+def _log_stop(outcome: ApplyOutcome) -> None:
+    """A run that stopped early says why at error (fatal) or warning (a clean early stop)."""
+    r, mp = outcome.result, outcome.mparticle
+    fatal = r.fatal or (mp.fatal if mp is not None else None)
+    if fatal:
+        log.error("the run stopped: %s", fatal, extra={"event": "error",
+                                                      "exit_code": outcome.exit_code})
+    elif r.stop_reason:
+        log.warning("the run stopped early: %s", r.stop_reason,
+                    extra={"event": "stopped", "exit_code": outcome.exit_code})
