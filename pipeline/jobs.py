@@ -309,7 +309,7 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
             client = UsermavenClient(http, target.token, transport=wire)
             runner = Runner(cp, client, options, run_id=run_id, generation=generation,
                             on_row=on_row, progress=progress)
-            if "idempotency_key" in columns(job.sheet, job.sheet_name):
+            if "idempotency_key" in columns(job.sheet, job.sheet_name, job.dialect):
                 runner.explicit_keys.learn(job.batches())  # order-independent key rule
             with signals.on_loop(asyncio.get_running_loop(), runner.request_stop,
                                  install_signals):
