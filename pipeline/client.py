@@ -7,7 +7,6 @@ exception or log line can carry it.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ from pipeline.errors import (
 from pipeline.model import FoundEvent, Window
 from pipeline.redact import Redactor
 from pipeline.timeutil import TimestampError, format_api, parse_event_time
-from pipeline.transport import AiohttpTransport
+from pipeline.transport import AiohttpTransport, AnswerUnreadable, is_loopback
 
 LOOKUP_PATH = "/v1/event-mutation/lookup"
 MUTATION_PATH = "/v1/event-mutation"
@@ -74,7 +73,7 @@ def check_api_url(url: str, option: str = "--api-url") -> str:
                          "environment or a file, never in a URL")
     if parts.fragment or "#" in url:
         raise UsageError(f"{option} must not carry a fragment (#...) after {shown!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UsageError(
             f"{option} {shown!r} uses plain http to a non-loopback host; the token would travel "
             "in clear. Use https://."
@@ -86,15 +85,6 @@ def _shown(parts: SplitResult) -> str:
     """scheme://host[:port]/path: nothing of the userinfo, query or fragment."""
     host = parts.netloc.rsplit("@", 1)[-1]
     return "".join(ch if ch.isprintable() else "?" for ch in f"{parts.scheme}://{host}{parts.path}")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_token(token: str) -> str:
@@ -235,11 +225,14 @@ def transport_errors() -> Iterator[None]:
     """
     try:
         yield
+    except AnswerUnreadable as exc:  # an answer came, but one not worth reading
+        raise TransientError(str(exc)) from None
     except httpx.ConnectTimeout as exc:
         raise TransportFailure(f"timed out connecting ({type(exc).__name__})",
                                connect=True) from None
     except httpx.TimeoutException as exc:
-        raise TransportFailure(f"timed out ({type(exc).__name__})") from None
+        detail = str(exc) if str(exc).startswith("no complete answer") else type(exc).__name__
+        raise TransportFailure(f"timed out ({detail})") from None
     except httpx.ConnectError as exc:
         raise TransportFailure(f"connection failed ({exc or type(exc).__name__})",
                                connect=True) from None

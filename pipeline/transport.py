@@ -4,12 +4,19 @@ The client keeps httpx's API (requests, responses, `MockTransport` in tests, one
 tree), but at the concurrency this tool runs, httpx's own connection pool costs about 1-2 ms
 of CPU per request (bench/cpu.py); aiohttp's connector does the same work for a fraction of
 that, which is what lets a 2-core machine keep the API's politeness limit busy.
+
+Hostile or broken servers are bounded here, for every request of both API clients: the whole
+exchange (connection, headers, body) must end within the request's timeout, however slowly a
+server drips its bytes; no answer may be longer than `MAX_ANSWER_BYTES` (compressed or not);
+and loopback hosts are never reached through a proxy (the token would travel to it in clear).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import urllib.request
+import zlib
 
 import aiohttp
 import httpx
@@ -18,6 +25,24 @@ import httpx
 _DROP_REQUEST = frozenset({"host", "content-length", "transfer-encoding", "connection",
                            "accept-encoding"})
 _DROP_RESPONSE = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+#: The longest answer read: the API's largest (10 events of at most 10 KB) is ~100 KB.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class AnswerUnreadable(httpx.ReadError):
+    """An answer too large, or compressed in a way that cannot be read within the cap."""
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, `*.localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -29,10 +54,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _proxy(self, url: httpx.URL) -> str | None:
-        """The proxy the environment names for this host (HTTPS_PROXY, NO_PROXY, ...)."""
+        """The proxy the environment names for this host (HTTPS_PROXY, NO_PROXY, ...); never
+        one for loopback, which plain http may reach (a proxy would see the token)."""
         key = (url.scheme, url.host)
         if key not in self._proxies:
-            proxy = urllib.request.getproxies().get(url.scheme)
+            proxy = None if is_loopback(url.host) else urllib.request.getproxies().get(url.scheme)
             if proxy and urllib.request.proxy_bypass(url.host):
                 proxy = None
             self._proxies[key] = proxy
@@ -44,27 +70,36 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                              enable_cleanup_closed=False)
             # trust_env would read ~/.netrc in a thread on every request; proxies are looked
             # up once per host instead (`_proxy`)
+            # answers are decompressed here, under the size cap (`_decoded`), never by aiohttp
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                                  cookie_jar=aiohttp.DummyCookieJar())
+                                                  cookie_jar=aiohttp.DummyCookieJar(),
+                                                  auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open()
         timeouts = request.extensions.get("timeout", {})
+        deadline = timeouts.get("read")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.get("connect"),
-                                        sock_read=timeouts.get("read"))
+                                        sock_read=deadline)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+        headers["Accept-Encoding"] = "identity"
         try:
-            async with session.request(request.method, str(request.url), headers=headers,
-                                       data=request.content, allow_redirects=False,
-                                       timeout=timeout, proxy=self._proxy(request.url)) as resp:
-                body = await resp.read()
+            # one deadline for the whole exchange: a server dripping a byte a second never
+            # trips the per-read timeout, but cannot hold a request past this
+            async with asyncio.timeout(deadline), \
+                    session.request(request.method, str(request.url), headers=headers,
+                                    data=request.content, allow_redirects=False,
+                                    timeout=timeout, proxy=self._proxy(request.url)) as resp:
+                body = await _read_capped(resp, request)
+                body = _decoded(body, resp.headers.get("Content-Encoding", ""), request)
                 out_headers = [(k, v) for k, v in resp.headers.items()
                                if k.lower() not in _DROP_RESPONSE]
                 return httpx.Response(resp.status, headers=out_headers, content=body,
                                       request=request)
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from None
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no complete answer within {deadline:g} s"
+                                    if deadline else "timed out", request=request) from None
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(type(exc).__name__, request=request) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
@@ -76,3 +111,45 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _too_large(request: httpx.Request) -> AnswerUnreadable:
+    return AnswerUnreadable(f"the answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MB; "
+                            "not read (a broken server or proxy?)", request=request)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+    """The body, but never more than `MAX_ANSWER_BYTES` of it (the connection is dropped)."""
+    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
+        resp.close()
+        raise _too_large(request)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            resp.close()
+            raise _too_large(request)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decoded(body: bytes, encoding: str, request: httpx.Request) -> bytes:
+    """A compressed answer (sent although we asked for identity) inflated under the cap."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise AnswerUnreadable(f"the answer is compressed as {encoding[:20]!r}, which is not "
+                               "read", request=request)
+    # gzip or zlib (auto-detected), then raw deflate, which some servers send as "deflate"
+    for wbits in (47, -15):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, MAX_ANSWER_BYTES + 1)
+        except zlib.error:
+            continue
+        if len(out) > MAX_ANSWER_BYTES or inflater.unconsumed_tail:
+            raise _too_large(request)
+        return out
+    raise AnswerUnreadable(f"the {encoding} answer cannot be inflated", request=request)

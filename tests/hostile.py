@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ class Exchange:
     path: str
     headers: dict[str, str]  # names in lower case
     body: bytes
+    stop: threading.Event  # set when the server shuts down
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -59,12 +59,11 @@ class Exchange:
         except OSError:
             return False
 
-    def drip(self, raw: bytes, every: float = 1.0, stop: threading.Event | None = None) -> None:
-        """`raw` one byte at a time, one byte per `every` seconds, until done or cut."""
+    def drip(self, raw: bytes, every: float = 1.0) -> None:
+        """`raw` one byte at a time, one byte per `every` seconds, until done, cut or shut."""
         for i in range(len(raw)):
-            if not self.write(raw[i:i + 1]) or (stop is not None and stop.is_set()):
+            if not self.write(raw[i:i + 1]) or self.stop.wait(every):
                 return
-            time.sleep(every)
 
 
 @dataclass
@@ -100,7 +99,7 @@ def hostile_server(respond: Callable[[Exchange], None]) -> Iterator[Hostile]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            ex = Exchange(self, self.command, self.path, headers, body)
+            ex = Exchange(self, self.command, self.path, headers, body, box[0].stop)
             box[0].seen.append(ex)
             with suppress(OSError):
                 box[0].respond(ex)

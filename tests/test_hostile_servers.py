@@ -7,11 +7,16 @@ might send.
 
 from __future__ import annotations
 
+import gzip
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_report, run_cli, write_csv
+from conftest import REPO, read_report, run_cli, write_csv
 from hostile import TOKEN, Exchange, hostile_server, mutation_ok
 
 EVENT = "518f47a5-985c-4482-8a85-21704f0d50d2"
@@ -149,3 +154,121 @@ def test_a_redirect_stops_the_run_with_exit_3_and_is_never_followed(tmp_path, st
     lines = report(tmp_path)
     assert len(lines) == 200
     assert {r["status"] for r in lines} <= {"pending"}, {r["status"] for r in lines}
+
+
+# -- slow and huge answers -------------------------------------------------------------------
+
+
+def drip_status_line(ex: Exchange) -> None:
+    """A status line (and the rest) one byte a second: never silent long enough for a
+    per-read timeout, never finished."""
+    ex.drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}", 1.0)
+
+
+def drip_body(ex: Exchange) -> None:
+    """Headers at once, then a JSON body one byte every half second."""
+    sent = ex.json()
+    body = json.dumps({"status": 1, "mutation_id": "m-1", "event_id": sent["event_id"],
+                       "pad": "x" * 400}).encode()
+    ex.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+             + str(len(body)).encode() + b"\r\n\r\n")
+    ex.drip(body, 0.5)
+
+
+@pytest.mark.parametrize("respond", [drip_status_line, drip_body],
+                         ids=["status line", "body"])
+def test_an_answer_dripped_a_byte_at_a_time_cannot_hold_a_request_past_the_timeout(
+        tmp_path, respond):
+    """--timeout bounds the whole exchange: a dripping server gets a timed-out, retryable row."""
+    with hostile_server(respond) as srv:
+        # without a total deadline one attempt would last minutes: the subprocess timeout
+        # (60 s) is the hang guard, not a speed measurement
+        out = apply_against(srv.url, tmp_path, None, "--timeout", "2", timeout=60)
+    assert out.returncode in (1, 3), out.stderr
+    assert "Traceback" not in out.stderr
+    line = report(tmp_path)[0]
+    assert line["status"] in ("failed", "pending") and line["mutation_id"] == ""
+    assert "timed out" in line["error"] + out.stderr
+    assert len(srv.seen) >= 1
+
+
+MEASURE = ("import resource, subprocess, sys\n"
+           "done = subprocess.run(sys.argv[2:])\n"
+           "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+           "open(sys.argv[1], 'w').write(str(peak))\n"
+           "sys.exit(done.returncode)\n")
+
+
+def apply_measured(url: str, tmp_path: Path, *extra: str) -> tuple[Any, int]:
+    """An `apply` run in a subprocess, with its peak resident memory in MB."""
+    sheet = write_csv(tmp_path / "s.csv", id_rows())
+    peak_file = tmp_path / "peak.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERMAVEN_")}
+    env["USERMAVEN_TOKEN"] = TOKEN
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(peak_file), sys.executable, "-m", "pipeline",
+         "apply", str(sheet), "--api-url", url, "--max-attempts", "2", *FAST, *extra],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    return out, int(peak_file.read_text()) // 1024
+
+
+def huge(status: int, encoding: str | None = None):
+    """A 300 MB body, streamed in 1 MB pieces (gzip-compressed to ~300 KB if asked)."""
+    def respond(ex: Exchange) -> None:
+        size = 300 * 1024 * 1024
+        headers = {"Content-Type": "application/json"}
+        if encoding == "gzip":
+            body = gzip.compress(b'{"error": "' + b" " * size + b'"}', 9)
+            headers["Content-Encoding"] = "gzip"
+            ex.reply(status, body, headers=headers)
+            return
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+        if encoding != "chunked-length":
+            head += f"Content-Length: {size}\r\n"
+        ex.write((head + "Connection: close\r\n\r\n").encode())
+        piece = b"x" * (1024 * 1024)
+        for _ in range(300):
+            if not ex.write(piece):
+                return
+    return respond
+
+
+@pytest.mark.parametrize("status,encoding", [(500, None), (200, None), (422, "chunked-length"),
+                                             (200, "gzip"), (500, "gzip")],
+                         ids=["500", "200", "422 without length", "200 gzip bomb",
+                              "500 gzip bomb"])
+def test_a_huge_or_compressed_answer_is_capped_and_memory_stays_bounded(
+        tmp_path, status, encoding):
+    """A 300 MB answer (or a gzip bomb of one) is not read past the cap: a transient failure,
+    and the run's peak memory stays far below the answer's size."""
+    with hostile_server(huge(status, encoding)) as srv:
+        out, peak_mb = apply_measured(srv.url, tmp_path)
+    assert out.returncode in (1, 3), out.stderr
+    assert "Traceback" not in out.stderr
+    line = report(tmp_path)[0]
+    assert line["status"] in ("failed", "pending") and line["mutation_id"] == ""
+    assert "larger than 4 MB" in line["error"] + out.stderr, line["error"]
+    print(f"peak memory: {peak_mb} MB")
+    assert peak_mb < 200, peak_mb
+
+
+def test_the_client_asks_for_uncompressed_answers(tmp_path):
+    """Requests say `Accept-Encoding: identity`: nothing compressed is invited."""
+    with hostile_server(mutation_ok) as srv:
+        out = apply_against(srv.url, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [ex.headers.get("accept-encoding") for ex in srv.seen] == ["identity"]
+
+
+def test_a_small_gzip_answer_sent_anyway_is_still_read(tmp_path):
+    """A server that compresses although asked not to: a small answer is inflated and counts."""
+    def respond(ex: Exchange) -> None:
+        sent = ex.json()
+        body = json.dumps({"status": 1, "mutation_id": "m-gz", "event_id": sent["event_id"]})
+        ex.reply(200, gzip.compress(body.encode()),
+                 headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+    with hostile_server(respond) as srv:
+        out = apply_against(srv.url, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert report(tmp_path)[0]["mutation_id"] == "m-gz"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import read_report, run_cli, write_csv
-from hostile import MP_KEY, MP_SECRET, TOKEN, Exchange, hostile_server
+from hostile import MP_KEY, MP_SECRET, TOKEN, Exchange, hostile_server, mutation_ok
 
 FAST = ["--backoff-base", "0.01", "--backoff-max", "0.02", "--max-attempts", "2"]
 PAIR = f"{MP_KEY}:{MP_SECRET}"
@@ -179,3 +179,35 @@ def test_s3_credentials_in_a_sheet_or_report_url_are_never_shown_or_stored(
     texts = everything(out, tmp_path)
     assert [w for w, data in texts.items() if key.encode() in data or secret.encode() in data] \
         == []
+
+
+# -- proxies ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_proxy_variables_never_apply_to_loopback_apis(tmp_path, host):
+    """HTTP_PROXY/HTTPS_PROXY/ALL_PROXY set, NO_PROXY empty: loopback APIs are reached directly,
+    so neither the token nor mParticle's credentials ever reach the proxy."""
+    sheet = write_csv(tmp_path / "s.csv", [
+        {"event_id": EVENT, "timestamp": "2026-09-27", "identity.customer_id": "C-1",
+         "set.final_price": "1.00"}])
+
+    def api(ex: Exchange) -> None:
+        if ex.path.startswith("/v1/"):
+            mutation_ok(ex)
+        else:
+            ex.reply(202, "")
+
+    with hostile_server(lambda ex: ex.reply(502, "proxy")) as proxy, \
+            hostile_server(api) as srv:
+        url = srv.url.replace("127.0.0.1", host)
+        env = {"USERMAVEN_TOKEN": TOKEN, "MPARTICLE_API_KEY": MP_KEY,
+               "MPARTICLE_API_SECRET": MP_SECRET, "NO_PROXY": "", "no_proxy": ""}
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            env[name] = env[name.lower()] = proxy.url
+        out = run_cli(["apply", str(sheet), "--api-url", url, "--target", "usermaven",
+                       "--target", "mparticle", "--mparticle-url", url, *FAST],
+                      env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert proxy.seen == []
+    assert sorted(ex.path.split("/")[1] for ex in srv.seen) == ["v1", "v2"]
