@@ -83,6 +83,10 @@ class SheetJob:
     def name(self) -> str:
         return self.label or str(self.sheet)
 
+    def names_explicit_keys(self) -> bool:
+        """Whether the sheet has an `idempotency_key` column (read from its header only)."""
+        return "idempotency_key" in columns(self.sheet, self.sheet_name, self.dialect)
+
     def batches(self) -> Iterator[list[Correction | RowProblem]]:
         return validate_batches(self.sheet, self.defaults, batch_size=self.batch_size,
                                 sheet_name=self.sheet_name, dialect=self.dialect)
@@ -309,7 +313,7 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
             client = UsermavenClient(http, target.token, transport=wire)
             runner = Runner(cp, client, options, run_id=run_id, generation=generation,
                             on_row=on_row, progress=progress)
-            if "idempotency_key" in columns(job.sheet, job.sheet_name, job.dialect):
+            if job.names_explicit_keys():
                 runner.explicit_keys.learn(job.batches())  # order-independent key rule
             with signals.on_loop(asyncio.get_running_loop(), runner.request_stop,
                                  install_signals):

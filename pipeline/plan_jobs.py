@@ -39,6 +39,9 @@ class PlanJob(SheetJob):
         yield from plan_corrections(self.plan, refresh=self.refresh,
                                     batch_size=self.batch_size)
 
+    def names_explicit_keys(self) -> bool:
+        return False  # a plan's items carry their exact keys already
+
 
 def api_identity(target: Target) -> dict[str, Any]:
     """Which API and workspace a plan was looked up against: never the token itself."""

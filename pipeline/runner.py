@@ -545,6 +545,13 @@ class Runner:
             self._finish_row(job, resolution.status, resolution.error, window)
             return None
         if existing:
+            for i in existing:
+                # a resumed intent holds its key in this run: a later row with the same
+                # change to the same event is its duplicate, not a second send
+                if i.status in _RESEND and i.idempotency_key not in self._keys_this_run:
+                    self._keys_this_run[i.idempotency_key] = _KeyOwner(
+                        c.row_key, i.event_id, c.row_number,
+                        _change(i.attributes_after, i.merge_mode))
             return existing, False
         return self._decide(c, targets), True
 
@@ -642,8 +649,14 @@ class Runner:
             return idempotency_key(self.opts.key_namespace, event_id, c.attributes, c.merge_mode)
         key = c.idempotency_key
         if self.explicit_keys.shared(key):
-            # several rows name it: suffixed for every one of them, whatever their order
-            return per_event_key(key, f"{event_id}|{_change(c.attributes, c.merge_mode)}")
+            # several rows name it: suffixed for every one of them, whatever their order --
+            # unless an earlier run already sent this very change to this event under the bare
+            # key (a row edited or copied since): the same change keeps its key
+            change = _change(c.attributes, c.merge_mode)
+            owner = self._owner(key)
+            if owner is not None and owner.event_id == event_id and owner.change == change:
+                return key
+            return per_event_key(key, f"{event_id}|{change}")
         if n_events > 1:
             return per_event_key(key, event_id)
         owner = self._owner(key)

@@ -211,3 +211,20 @@ def test_a_checkpoint_from_before_namespaces_were_recorded_counts_as_the_default
         resumed = _cli_apply(sb.url, sheet, cp)
     assert refused.returncode == 2 and "key namespace" in refused.stderr
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_failed_change_copied_into_a_row_sharing_its_key_is_resent_under_the_same_key(
+        tmp_path):
+    """A row that failed under its bare explicit key, then copied (edited) beside the original
+    so the sheet now shares the key, still sends that change under the one key it was first
+    sent with: never a second key for the same change."""
+    sheet = tmp_path / "s.csv"
+    with _failing_then_ok(1, 500) as srv:
+        run_apply(srv.url, write_csv(sheet, [id_row(1, "2026-03-02", idempotency_key="k-1")]),
+                  tmp_path, max_attempts=1)
+        again = run_apply(srv.url, write_csv(sheet, [
+            id_row(1, "2026-03-02", idempotency_key="k-1"),
+            id_row(1, "2026-03-05", idempotency_key="k-1")]), tmp_path, max_attempts=1)
+        keys = {body["idempotency_key"] for _, body in srv.requests}
+    assert keys == {"k-1"}
+    assert sorted(statuses(again)) == ["applied", "duplicate"]
