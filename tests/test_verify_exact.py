@@ -66,10 +66,10 @@ def test_values_not_yet_propagated_are_pending_not_mismatch(tmp_path):
     sheet = write_csv(tmp_path / "s.csv", [order_row("ORD-1", "6.00")])
     cp = tmp_path / "cp.sqlite"
     with crafted_sandbox([event(1, {"order_id": "ORD-1", "final_price": "1.00"})]) as sb:
-        sb.store.propagation_delay = 2.0
+        sb.store.propagation_delay = 8.0
         assert run_apply(sb.url, sheet, tmp_path).exit_code == 0
         early = _verify_cli(sb.url, cp, "--wait", "0", "--report", str(tmp_path / "v1.csv"))
-        later = _verify_cli(sb.url, cp, "--wait", "15", "--report", str(tmp_path / "v2.csv"))
+        later = _verify_cli(sb.url, cp, "--wait", "30", "--report", str(tmp_path / "v2.csv"))
     assert early.returncode == 1, early.stdout + early.stderr
     assert "mismatch 0" in early.stdout and "not visible 1" in early.stdout
     assert "not propagated" in early.stdout
