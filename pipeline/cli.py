@@ -95,7 +95,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CorrectionsError as exc:
             log = logging.getLogger("corrections")
-            if log.handlers:
+            if any(not isinstance(h, logging.NullHandler) for h in log.handlers):
                 log.error("%s", exc, extra={"event": "error", "exit_code": exc.exit_code})
             else:
                 _say(f"corrections: error: {exc}", err=True)
