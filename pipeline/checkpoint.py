@@ -458,11 +458,14 @@ class Checkpoint:
 
     def record_outcome_status(self, row_key: str, event_id: str, status: Status, run_id: str,
                               note: str) -> None:
-        """Verification's verdict on an applied mutation; keeps its mutation_id."""
+        """Verification's verdict on an applied mutation.
+
+        The mutation keeps its mutation_id and the run that applied it (what `revert --run`
+        undoes); the verifying run is named in the note.
+        """
         self._deferred(
-            "UPDATE mutations SET status = ?, note = ?, run_id = COALESCE(?, run_id) "
-            "WHERE row_key = ? AND event_id = ?",
-            (status.value, note, run_id or None, row_key, event_id),
+            "UPDATE mutations SET status = ?, note = ? WHERE row_key = ? AND event_id = ?",
+            (status.value, f"{note} ({run_id})" if run_id else note, row_key, event_id),
         )
 
     def refresh_intent_time(self, row_key: str, event_id: str) -> None:

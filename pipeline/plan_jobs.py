@@ -40,7 +40,8 @@ class PlanJob(SheetJob):
                                     batch_size=self.batch_size)
 
     def names_explicit_keys(self) -> bool:
-        return False  # a plan's items carry their exact keys already
+        """A plan has no sheet header; its keys are final (sent exactly as reviewed)."""
+        return False
 
 
 def api_identity(target: Target) -> dict[str, Any]:

@@ -202,3 +202,16 @@ def test_status_lists_runs_with_what_a_revert_would_restore(sandbox, tmp_path):
     assert res.returncode == 0, res.stderr
     [line] = [ln for ln in res.stdout.splitlines() if ln.startswith(f"  {run}")]
     assert "2 mutation(s) applied" in line and "apply" in line
+
+
+def test_a_verified_run_can_still_be_reverted_by_its_own_run_id(sandbox, tmp_path):
+    """`verify` records its verdict without taking the mutation away from the run that
+    applied it, so `revert --run` of that run still restores the event."""
+    original = states(sandbox, ["ORD-1005"])
+    run = apply_sheet(sandbox, tmp_path, [{"order_id": "ORD-1005", "set.final_price": "3.33"}])
+    checked = run_cli(["verify", "--checkpoint", str(tmp_path / "fix.checkpoint.sqlite"),
+                       "--api-url", sandbox.url, "--wait", "5"], env=ENV)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert revert(tmp_path, "--run", run).returncode == 0
+    assert apply_plan(sandbox, tmp_path).returncode == 0
+    assert states(sandbox, ["ORD-1005"]) == original
