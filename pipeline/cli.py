@@ -187,7 +187,7 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
 
         with SandboxServer() as server:
             logging.getLogger("corrections").info(
-                "sandbox started at %s with sample_data/ events", server.url,
+                "sandbox started at %s with the sample events", server.url,
                 extra={"event": "sandbox", "url": server.url})
             yield (Target(server.url, SANDBOX_TOKEN, "sandbox") if usermaven else None,
                    mp_cli.sandbox_setup(server.url, kw) if mparticle else None)

@@ -128,7 +128,7 @@ def api_options(f: F) -> F:
         click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
                      help="File holding API_KEY.SERVER_TOKEN (else env USERMAVEN_TOKEN)."),
         click.option("--sandbox", is_flag=True,
-                     help="Start the embedded emulator with sample_data/ events and run "
+                     help="Start the embedded emulator with the sample events and run "
                      "against it."),
         click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
                      help="Seconds per request (connect and read)."),

@@ -9,12 +9,9 @@ import click
 
 from pipeline.sandbox.app import SANDBOX_TOKEN
 from pipeline.sandbox.faults import FaultPlan
+from pipeline.sandbox.sample import sample_files
 from pipeline.sandbox.server import run_forever
 from pipeline.sandbox.store import EventStore
-
-_SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
-DEFAULT_EVENTS = _SAMPLE / "events.csv"
-DEFAULT_USED_KEYS = _SAMPLE / "used_keys.csv"
 
 _rate = click.FloatRange(0.0, 1.0)
 
@@ -34,7 +31,7 @@ def _is_loopback(host: str) -> bool:
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535),
               help="Port; 0 picks a free one (read it from the first output line).")
 @click.option("--events", "events_path", type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), default=DEFAULT_EVENTS, show_default="sample_data/events.csv",
+              path_type=Path), default=None, show_default="the sample events",
               help="Events to serve: CSV or Parquet with event_id, event_type, _timestamp, "
                    "_is_deleted, event_attributes.")
 @click.option("--used-keys", "used_keys_path", type=click.Path(exists=True, dir_okay=False,
@@ -57,7 +54,8 @@ def _is_loopback(host: str) -> bool:
               help="Drop the connection before processing (nothing applied).")
 @click.option("--rate-apply-then-cut", type=_rate, default=0.0, show_default=True,
               help="Commit the mutation, then drop the connection without answering.")
-def sandbox_command(host: str, port: int, events_path: Path, used_keys_path: Path | None,
+def sandbox_command(host: str, port: int, events_path: Path | None,
+                    used_keys_path: Path | None,
                     tokens: tuple[str, ...], propagation_delay: float, seed: int,
                     latency_ms: float, latency_jitter_ms: float, rate_429: float,
                     retry_after: int, rate_500: float, rate_503: float, rate_cut: float,
@@ -78,9 +76,6 @@ def sandbox_command(host: str, port: int, events_path: Path, used_keys_path: Pat
     """
     if not _is_loopback(host):
         raise click.BadParameter(f"{host!r} is not a loopback address", param_hint="--host")
-    serving_sample = events_path.resolve() == DEFAULT_EVENTS
-    if used_keys_path is None and serving_sample and DEFAULT_USED_KEYS.exists():
-        used_keys_path = DEFAULT_USED_KEYS
     try:
         plan = FaultPlan(seed=seed, latency_ms=latency_ms, latency_jitter_ms=latency_jitter_ms,
                          rate_429=rate_429, retry_after=retry_after, rate_500=rate_500,
@@ -89,8 +84,12 @@ def sandbox_command(host: str, port: int, events_path: Path, used_keys_path: Pat
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        store = EventStore.from_files(events_path, used_keys_path,
-                                      propagation_delay=propagation_delay)
+        with sample_files() as (sample_events, sample_keys):
+            if events_path is None or events_path.resolve() == sample_events.resolve():
+                events_path = sample_events
+                used_keys_path = used_keys_path or sample_keys
+            store = EventStore.from_files(events_path, used_keys_path,
+                                          propagation_delay=propagation_delay)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot load events: {exc}") from None
     try:

@@ -22,15 +22,15 @@ from aiohttp import web
 
 from pipeline.sandbox.app import SANDBOX_TOKEN, STATE, make_app
 from pipeline.sandbox.faults import FaultInjector, FaultPlan
+from pipeline.sandbox.sample import sample_files
 from pipeline.sandbox.store import EventStore
 
 __all__ = ["LISTENING_PREFIX", "SANDBOX_TOKEN", "SandboxServer", "run_forever",
            "start_subprocess"]
 
 LISTENING_PREFIX = "sandbox listening on "
+#: The directory holding the `pipeline` package (the repository, or site-packages).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_EVENTS = _REPO_ROOT / "sample_data" / "events.csv"
-SAMPLE_USED_KEYS = _REPO_ROOT / "sample_data" / "used_keys.csv"
 #: Seconds a stopping server waits for in-flight requests.
 SHUTDOWN_TIMEOUT = 2.0
 
@@ -45,9 +45,9 @@ def _url(runner: web.AppRunner) -> str:
 
 
 def sample_store(propagation_delay: float = 0.0) -> EventStore:
-    """A store with the packaged `sample_data/` events and used keys."""
-    used = SAMPLE_USED_KEYS if SAMPLE_USED_KEYS.exists() else None
-    return EventStore.from_files(SAMPLE_EVENTS, used, propagation_delay=propagation_delay)
+    """A store with the sample events and used keys shipped inside the package."""
+    with sample_files() as (events, used):
+        return EventStore.from_files(events, used, propagation_delay=propagation_delay)
 
 
 class SandboxServer:
