@@ -15,7 +15,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from pipeline.errors import (
     TransientError,
     TransportFailure,
 )
+from pipeline.keys import canonical_json, per_event_key
 from pipeline.model import Correction, RowProblem, Status
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
 from pipeline.runner import RunOptions
@@ -39,6 +40,7 @@ from pipeline.targets.mparticle.batching import (
     build_batches,
     pack_requests,
     request_body,
+    route,
 )
 from pipeline.targets.mparticle.client import Accepted, MParticleClient, MParticleTarget
 from pipeline.targets.mparticle.ledger import DONE, Ledger, Pending, Placeholder
@@ -115,6 +117,9 @@ class Delivery:
         self.result = MParticleResult()
         self._stop: asyncio.Event | None = None  # made inside the event loop
         self._met: set[str] = set()
+        self._last_change: dict[str, str] = {}  # event (or lookup) -> its latest change
+        self._held: set[str] = set()  # users whose earlier batch was not accepted this run
+        self._user_of: dict[str, str] = {}  # batch id -> user key
         self._tasks: set[asyncio.Task[None]] = set()
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._attempts: Counter[str] = Counter()
@@ -179,6 +184,18 @@ class Delivery:
         for c, user, sources in candidates:
             for seq, s in enumerate(sources):
                 smid = source_message_id(s.correction_key)
+                subject = s.event_id or f"lookup:{c.event_type}:{c.lookup_key}={c.lookup_value}"
+                change = canonical_json([dict(c.attributes), c.merge_mode])
+                last = self._last_change.get(subject)
+                self._last_change[subject] = change
+                taken = owners.get(smid, c.row_key) != c.row_key or smid in owners_here
+                if taken and last is not None and last != change:
+                    # A → B → A: the second A is a correction of its own (as Usermaven's keys
+                    # make it), not a duplicate of the first
+                    s = Source(per_event_key(s.correction_key, f"{subject}|after|{last}"),
+                               s.event_id, s.event_time)
+                    smid = source_message_id(s.correction_key)
+                    owners.update(self.ledger.message_owners([smid]))
                 owner = owners.get(smid)
                 if owner is not None and owner != c.row_key:
                     placeholders.append(Placeholder(c.row_key, "duplicate",
@@ -274,6 +291,8 @@ class Delivery:
         todo = self.ledger.resendable(self.generation)
         if not todo:
             return
+        todo = self._route_now(todo)
+        self._user_of = {p.batch_id: p.user_key for p in todo}
         self._warn_if_stale()
         target = self.setup.target
         self.throttle = Throttle(self.opts.concurrency, self.opts.rate, self.opts.max_wait,
@@ -306,6 +325,21 @@ class Delivery:
                 self.result.requests = self.client.requests
                 self.result.retries = self.stats.retries
                 self.result.throttled = self.stats.throttled
+
+    def _route_now(self, todo: list[Pending]) -> list[Pending]:
+        """Each batch's endpoint from its events' age now, not when it was planned: a batch
+        planned at 29 days and sent two days later belongs on /historical."""
+        if self.mp.mode != "event":
+            return todo
+        now = utcnow()
+        out = []
+        for p in todo:
+            endpoint = route(parse_timestamp(p.newest), now) if p.newest else p.endpoint
+            if endpoint != p.endpoint:
+                self.ledger.reroute(p.batch_id, endpoint)
+                p = replace(p, endpoint=endpoint)
+            out.append(p)
+        return out
 
     def _warn_if_stale(self) -> None:
         """mParticle drops a repeated source_request_id for 30–60 days only: say so when a
@@ -343,7 +377,15 @@ class Delivery:
                 await asyncio.wait(prev)
             if self.stopping:
                 return
-            await self._send(self.ledger.bodies(group))
+            # a user's later batch waits for the earlier one to be *accepted*: sent after a
+            # failure, it would be overtaken by the earlier one's resend on the next run
+            held = [p.batch_id for p in group if p.user_key in self._held]
+            if held:
+                self._record(held, "pending", None, "held back: an earlier correction for "
+                             "this user was not accepted; the next run sends both, in order")
+            group = [p for p in group if p.user_key not in self._held]
+            if group:
+                await self._send(self.ledger.bodies(group))
         finally:
             window.release()
 
@@ -401,10 +443,20 @@ class Delivery:
         self._add_attempts(ids, tries)
         if answer.errors:
             # 202 although some batches failed (documented): a batch the errors name by its
-            # source_request_id is rejected; without names there is nothing to attribute
+            # source_request_id is rejected. Errors naming no batch prove nothing about any
+            # one of them: the request is resent in halves (the same bytes per batch, which
+            # mParticle drops if it kept them) until each error has its batch.
             log.warning("mparticle: %s answered %s with errors: %s", path, answer.http_status,
                         "; ".join(answer.errors))
             named = {i: [e for e in answer.errors if i in e] for i in ids}
+            unnamed = [e for e in answer.errors if not any(i in e for i in ids)]
+            if unnamed and len(batches) > 1:
+                half = len(batches) // 2
+                await self._send(batches[:half])
+                await self._send(batches[half:])
+                return
+            if unnamed:
+                named[ids[0]] = list(answer.errors)
             bad = [i for i in ids if named[i]]
             for i in bad:
                 self._record([i], "rejected", answer.http_status, "; ".join(named[i]))
@@ -422,6 +474,8 @@ class Delivery:
 
     def _record(self, ids: list[str], status: str, http_status: int | None,
                 error: str | None) -> None:
+        if status not in ("accepted", "rejected"):
+            self._held.update(self._user_of.get(i, "") for i in ids)
         for batch_id in ids:
             self.ledger.record([batch_id], status, run_id=self.run_id,
                                attempts=self._attempts.pop(batch_id, 0),

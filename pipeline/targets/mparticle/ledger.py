@@ -64,6 +64,7 @@ class Pending:
     endpoint: str
     user_key: str
     size: int
+    newest: str | None = None  # the latest event time it carries (API form), if any
 
 
 @dataclass(frozen=True)
@@ -179,12 +180,22 @@ class Ledger:
         Bodies are fetched per request (`bodies`), so a long backlog does not sit in memory.
         """
         return [Pending(*r) for r in self.db.execute(
-            "SELECT b.batch_id, b.endpoint, b.user_key, LENGTH(CAST(b.body AS BLOB)) "
+            "SELECT b.batch_id, b.endpoint, b.user_key, LENGTH(CAST(b.body AS BLOB)), "
+            "  (SELECT MAX(d.event_time) FROM deliveries d "
+            "   WHERE d.target = b.target AND d.batch_id = b.batch_id) "
             "FROM delivery_batches b "
             "WHERE b.target = ? AND b.status IN ('pending', 'failed') AND EXISTS ("
             "  SELECT 1 FROM deliveries d JOIN rows r ON r.row_key = d.row_key "
             "  WHERE d.target = b.target AND d.batch_id = b.batch_id AND r.generation = ?) "
             "ORDER BY b.ord", (self.target, generation))]
+
+    def reroute(self, batch_id: str, endpoint: str) -> None:
+        """A batch (and its deliveries) now bound for another endpoint (same bytes)."""
+        with self.cp.transaction():
+            self.db.execute("UPDATE delivery_batches SET endpoint = ? WHERE target = ? AND "
+                            "batch_id = ?", (endpoint, self.target, batch_id))
+            self.db.execute("UPDATE deliveries SET endpoint = ? WHERE target = ? AND "
+                            "batch_id = ?", (endpoint, self.target, batch_id))
 
     def oldest_unanswered(self) -> str | None:
         """When the oldest batch still pending or failed was committed (ISO time), if any."""
