@@ -8,11 +8,12 @@ headers back in every form a credential can take; afterwards every byte the run 
 from __future__ import annotations
 
 import base64
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_report, run_cli, write_csv
+from conftest import REPO, read_report, run_cli, write_csv
 from hostile import MP_KEY, MP_SECRET, TOKEN, Exchange, hostile_server, mutation_ok
 
 FAST = ["--backoff-base", "0.01", "--backoff-max", "0.02", "--max-attempts", "2"]
@@ -211,3 +212,21 @@ def test_proxy_variables_never_apply_to_loopback_apis(tmp_path, host):
     assert out.returncode == 0, out.stderr
     assert proxy.seen == []
     assert sorted(ex.path.split("/")[1] for ex in srv.seen) == ["v1", "v2"]
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+
+def test_the_http_library_is_pinned_above_its_known_client_vulnerabilities():
+    """aiohttp ≥ 3.13.4 (CVE-2025-69223, CVE-2026-22815) is required, and installed."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [Requirement(d) for d in project["dependencies"]
+              if Requirement(d).name == "aiohttp"]
+    assert len(wanted) == 1
+    spec = wanted[0].specifier
+    assert not spec.contains("3.13.3") and spec.contains("3.13.4")
+    assert spec.contains(version("aiohttp"))
