@@ -15,7 +15,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class SheetJob:
     batch_size: int = 5000
     label: str | None = None  # what to call the sheet (its URL when read from a bucket)
     dialect: Dialect = PLAIN  # separator, encoding, decimal commas
+    usermaven: bool = True  # a Usermaven target: its 10 KB attribute limit applies
 
     @property
     def name(self) -> str:
@@ -89,7 +90,8 @@ class SheetJob:
 
     def batches(self) -> Iterator[list[Correction | RowProblem]]:
         return validate_batches(self.sheet, self.defaults, batch_size=self.batch_size,
-                                sheet_name=self.sheet_name, dialect=self.dialect)
+                                sheet_name=self.sheet_name, dialect=self.dialect,
+                                usermaven=self.usermaven)
 
 
 def default_checkpoint(sheet: Path) -> Path:
@@ -138,6 +140,7 @@ def validate_sheet(job: SheetJob,
     With `mparticle`, rows are also checked against mParticle's documented limits.
     """
     out = ValidationOutcome()
+    job = replace(job, usermaven=usermaven)
     for batch in job.batches():
         for item in batch:
             out.rows += 1
@@ -186,6 +189,7 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
     report_format(report)
     if target is None and mparticle is None:
         raise SheetError("no target: give --target usermaven and/or --target mparticle")
+    job = replace(job, usermaven=target is not None)
     if strict:
         _refuse_invalid(job, mparticle.options if mparticle else None,
                         usermaven=target is not None)

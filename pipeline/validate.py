@@ -38,7 +38,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
@@ -88,6 +88,7 @@ class _Prepared:
     from_: tuple[datetime, str] | None
     to: tuple[datetime, str] | None
     merge_mode: str
+    size_limit: bool = True  # Usermaven's 10 KB: only when Usermaven is a target
 
 
 def _default_time(value: datetime | None) -> tuple[datetime, str] | None:
@@ -123,8 +124,12 @@ def validate_batches(
     batch_size: int = 5000,
     sheet_name: str | None = None,
     dialect: Dialect = PLAIN,
+    usermaven: bool = True,
 ) -> Iterator[list[Correction | RowProblem]]:
     """Check the header now (raising `SheetError`), then validate the sheet batch by batch.
+
+    `usermaven`: whether Usermaven is a target; its 10 KB attribute limit applies only then
+    (mParticle's own limits are checked by its target).
 
     Reading can still raise `SheetError` later for damage that makes the rest of a CSV file
     untrustworthy (a quoted cell that never closes across many lines).
@@ -132,6 +137,8 @@ def validate_batches(
     cols = columns(path, sheet_name, dialect)
     check_columns(cols, defaults, source=path)
     prepared = _prepare(defaults)
+    if not usermaven:
+        prepared = replace(prepared, size_limit=False)
     return _batches(path, prepared, batch_size, sheet_name, dialect)
 
 
@@ -178,7 +185,7 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
             event_type = _structural(event_type)
             if event_type is not None:
                 _check_event_type(event_type, "event_type")
-        attrs = _attributes(cells)
+        attrs = _attributes(cells, p.size_limit)
         for col in cells:
             if col[:7] == EXPECT_PREFIX:
                 raise _Invalid(col, "a guard (expect.<attribute>) needs the event's current "
@@ -222,7 +229,7 @@ def _correction(raw: RawRow, p: _Prepared) -> Correction:
     _check_event_type(event_type, type_column)
     lookup_key, lookup_value = _lookup(cells, p)
     window, window_iso = _window(cells, p)
-    attrs = _attributes(cells)
+    attrs = _attributes(cells, p.size_limit)
     merge_mode = _merge_mode(get("merge_mode"), p)
     key = get("idempotency_key")
     if key is not None:
@@ -436,8 +443,8 @@ def _reject_constant(name: str) -> Any:
                    "string or null")
 
 
-def _attributes(cells: Mapping[str, Any]) -> dict[str, Any]:
-    """The attributes to write, checked (JSON-safe, at most 10 KB as sent)."""
+def _attributes(cells: Mapping[str, Any], size_limit: bool = True) -> dict[str, Any]:
+    """The attributes to write, checked (JSON-safe; at most 10 KB as sent if `size_limit`)."""
     attrs: dict[str, Any] = {}
     column = _SET_COLUMNS
     given = cells.get("event_attributes")
@@ -459,7 +466,7 @@ def _attributes(cells: Mapping[str, Any]) -> dict[str, Any]:
         if attrs:
             # every character costs at most 6 bytes (\u00XX), plus quotes, colon and comma
             if 6 * chars + 6 * len(attrs) + 2 > MAX_ATTRIBUTES_BYTES:
-                _check_size(attrs, column)
+                _check_size(attrs, column, size_limit)
             return attrs
     if isinstance(given, str) and not given.strip():
         given = None
@@ -493,7 +500,7 @@ def _attributes(cells: Mapping[str, Any]) -> dict[str, Any]:
     if not attrs:
         raise _Invalid(column, "nothing to set: fill at least one set.<attribute> cell or give "
                        f"event_attributes as a non-empty JSON object like {_EXAMPLE_JSON}")
-    _check_size(attrs, column)
+    _check_size(attrs, column, size_limit)
     return attrs
 
 
@@ -516,7 +523,7 @@ def _attribute_value(value: Any, column: str) -> Any:
                    "nested values go in event_attributes")
 
 
-def _check_size(attrs: dict[str, Any], column: str) -> None:
+def _check_size(attrs: dict[str, Any], column: str, size_limit: bool = True) -> None:
     try:
         body = _COMPACT(attrs)
     except ValueError:
@@ -529,7 +536,7 @@ def _check_size(attrs: dict[str, Any], column: str) -> None:
     except UnicodeEncodeError:
         raise _Invalid(column, "holds an invalid character (a lone UTF-16 surrogate); fix the "
                        "text") from None
-    if size > MAX_ATTRIBUTES_BYTES:
+    if size_limit and size > MAX_ATTRIBUTES_BYTES:
         raise _Invalid(column, f"the attributes are {size} bytes as sent (compact UTF-8 JSON); "
                        f"the API limit is 10 KB ({MAX_ATTRIBUTES_BYTES} bytes): split the "
                        "change over several rows or shorten the values")

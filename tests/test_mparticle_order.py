@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_report, write_csv
+from conftest import read_report, run_cli, write_csv
 from hostile import MP_KEY, MP_SECRET, Exchange, hostile_server
 
 from pipeline.jobs import ApplyOutcome, SheetJob, apply_sheet
@@ -170,3 +170,28 @@ def test_a_change_undone_and_redone_is_sent_each_time_to_mparticle_alone(tmp_pat
     sent = [e["data"]["custom_attributes"]["price"] for ex in srv.seen
             for b in batches_of(ex) for e in b["events"]]
     assert sent == ["5.00", "6.00", "5.00"]
+
+
+# -- limits that belong to Usermaven ---------------------------------------------------------
+
+
+def big_row() -> dict[str, str]:
+    """Attributes of ~12 KB as sent: over Usermaven's 10 KB, within mParticle's limits."""
+    return {"event_id": EVENT, "timestamp": (datetime.now(UTC) - timedelta(days=2)).isoformat(),
+            "identity.customer_id": "C-1",
+            **{f"set.note{i}": str(i) * 4000 for i in range(3)}}
+
+
+def test_usermavens_10_kb_limit_applies_only_when_usermaven_is_a_target(tmp_path):
+    """12 KB of attributes: invalid with Usermaven targeted; validated and accepted for
+    mParticle alone."""
+    sheet = write_csv(tmp_path / "s.csv", [big_row()])
+    both = run_cli(["validate", str(sheet), "--target", "usermaven", "--target", "mparticle"])
+    assert both.returncode == 2 and "10 KB" in both.stdout + both.stderr, both.stdout
+    alone = run_cli(["validate", str(sheet), "--target", "mparticle"])
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    with hostile_server(lambda ex: ex.reply(202, "")) as srv:
+        out = run(srv.url, sheet, tmp_path)
+    assert [r["status"] for r in lines(out)] == ["accepted"]
+    sent = batches_of(srv.seen[0])[0]["events"][0]["data"]["custom_attributes"]
+    assert sent["note2"] == "2" * 4000
