@@ -24,7 +24,7 @@ import httpx
 from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, check_api_url, make_http_client
-from pipeline.errors import SheetError
+from pipeline.errors import CorrectionsError, SheetError
 from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
 from pipeline.logs import current_run_id
@@ -55,6 +55,8 @@ from pipeline.validate import validate_batches
 log = logging.getLogger("corrections")
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_LOCKED = 0, 1, 2, 3, 75
+#: the run's requests were sent and recorded, but its report could not be written
+EXIT_NO_REPORT = 4
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
     `target` is Usermaven (None: not targeted); `mparticle` adds (or is) the second target,
     delivered after Usermaven so each event's time and key come from its lookup.
     """
-    report_format(report)
+    report_format(report)  # also checks the destination can be written: before any request
     if target is None and mparticle is None:
         raise SheetError("no target: give --target usermaven and/or --target mparticle")
     job = replace(job, usermaven=target is not None)
@@ -367,7 +369,17 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
         keep(cp.note_change, run_id)
         if not (result.stop_reason or result.fatal or signum is not None):
             keep(cp.mark_complete, generation, digest)
-    lines = _write_report(cp, generation, targets, report, keep)
+    try:
+        lines = _write_report(cp, generation, targets, report, keep)
+    except (OSError, CorrectionsError) as exc:
+        # the run's work is done and recorded: say where the report failed, not "exit 2"
+        lines = 0
+        exit_code = EXIT_NO_REPORT
+        result.fatal = result.fatal or (
+            f"cannot write the report at {url_for_display(str(report))}: "
+            f"{getattr(exc, 'strerror', None) or exc}; everything is in the checkpoint: "
+            f"`corrections report --checkpoint {cp_path} --out PATH` writes it again")
+        log.error("%s", result.fatal, extra={"event": "report_failed"})
     requests = result.requests + (mp.requests if mp else 0)
     retries = result.retries + (mp.retries if mp else 0)
     keep(cp.finish_run, run_id, exit_code=exit_code, requests=requests,

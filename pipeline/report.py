@@ -53,8 +53,29 @@ def report_format(path: Path | str) -> str:
             f"report {path}: unknown suffix {suffix!r}; use .csv, .parquet or .jsonl"
         )
     if not is_remote(path):
+        check_destination(path)
         refuse_symlink(Path(path), "report", UsageError)
     return FORMATS[suffix]
+
+
+def check_destination(path: Path | str) -> None:
+    """Refuse, before anything is sent, a report path that cannot be written: its folder is
+    a file, it names a folder, or the nearest existing folder is not writable."""
+    if is_remote(path):
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot write the report at {target}: it is a directory; "
+                         "give a file name with --report")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write the report at {target}: {parent} is a file, not a "
+                         "directory; choose another --report")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the report at {target}: {parent} is not writable; "
+                         "choose another --report")
 
 
 def neutralise(value: str) -> str:
