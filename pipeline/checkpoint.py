@@ -503,8 +503,38 @@ class Checkpoint:
             "WHERE r.generation = ? GROUP BY m.status", (gen,)
         ).fetchall())
 
-    def report_tuples(self, generation: int | None = None, *,
-                      for_csv: bool = False) -> Iterator[tuple[Any, ...]]:
+    def report_tuples(self, generation: int | None = None, *, for_csv: bool = False,
+                      include_gone: bool = True) -> Iterator[tuple[Any, ...]]:
+        """The sheet's lines (`sheet_tuples`), then every mutation once applied for a row
+        that is no longer in the sheet (`gone_tuples`): the audit trail never forgets."""
+        gen = self.current_generation() if generation is None else generation
+        yield from self.sheet_tuples(gen, for_csv=for_csv)
+        if include_gone:
+            yield from self.gone_tuples(gen, for_csv=for_csv)
+
+    def gone_tuples(self, generation: int, *,
+                    for_csv: bool = False) -> Iterator[tuple[Any, ...]]:
+        """Mutations applied (or verified) for rows the sheet no longer holds (edited or
+        removed since): `row_number` empty, their status and mutation_id kept, and a note."""
+        n = neutralised if for_csv else as_is
+        note = ("'the row is no longer in the sheet' || CASE WHEN COALESCE(m.error, m.note) "
+                "IS NULL THEN '' ELSE '; ' || COALESCE(m.error || '; ' || m.note, m.error, "
+                "m.note) END")
+        yield from self.db.execute(
+            "SELECT NULL, r.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
+            + ", " + n("r.lookup_value") + ", " + n("m.event_id") + ", " + n("m.timestamp")
+            + ", " + n("m.idempotency_key") + ", " + n("m.merge_mode") + ", "
+            + n("m.status") + ", " + n("m.mutation_id") + ", m.http_status, m.attempts, "
+            + n(note) + ", " + n("m.attributes_before") + ", " + n("m.attributes_after")
+            + ", " + n("m.applied_at") + ", " + n("m.run_id") + " "
+            "FROM mutations m JOIN rows r ON r.row_key = m.row_key "
+            "WHERE r.generation != ? AND m.status IN ('applied', 'verified', 'mismatch') "
+            "ORDER BY m.applied_at, m.rowid",
+            (generation,),
+        )
+
+    def sheet_tuples(self, generation: int | None = None, *,
+                     for_csv: bool = False) -> Iterator[tuple[Any, ...]]:
         """Every line of the audit report as a tuple in `REPORT_COLUMNS` order, sheet order.
 
         Streamed from the file: rows in `row_number` order straight from their index (no
@@ -551,8 +581,13 @@ class Checkpoint:
         yield from heapq.merge(lines, dups, key=itemgetter(0))
 
     def report_rows(self, generation: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every line of the audit report as a dict, in sheet order."""
-        for line in self.report_tuples(generation):
+        """Every line of the sheet's rows as a dict, in sheet order (see `gone_rows`)."""
+        for line in self.sheet_tuples(generation):
+            yield dict(zip(REPORT_COLUMNS, line, strict=True))
+
+    def gone_rows(self, generation: int) -> Iterator[dict[str, Any]]:
+        """`gone_tuples` as dicts."""
+        for line in self.gone_tuples(generation):
             yield dict(zip(REPORT_COLUMNS, line, strict=True))
 
     def applied_mutations(self) -> Iterator[dict[str, Any]]:

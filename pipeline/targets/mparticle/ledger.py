@@ -315,6 +315,8 @@ def report_lines(cp: Checkpoint, generation: int | None,
     order = {USERMAVEN: 0, MPARTICLE: 1}
     yield from heapq.merge(*streams, key=lambda line: (line["row_number"],
                                                        order[line["target"]]))
+    if USERMAVEN in targets:  # mutations of rows no longer in the sheet are never forgotten
+        yield from ({**line, "target": USERMAVEN} for line in cp.gone_rows(gen))
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
