@@ -160,4 +160,7 @@ def test_a_changed_sheet_resumes_and_says_what_is_new_gone_and_done(sandbox, tmp
     res = run_cli(args, env=ENV)
     assert res.returncode == 0
     assert "1 new · 2 already done · 1 gone" in res.stdout
-    assert len(read_report(tmp_path / "cp.audit.csv")) == 3
+    lines = read_report(tmp_path / "cp.audit.csv")
+    # the three rows of the sheet, and the removed row's applied mutation (never forgotten)
+    assert len(lines) == 4
+    assert [r["lookup_value"] for r in lines if r["row_number"] == ""] == ["ORD-1001"]
