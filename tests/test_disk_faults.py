@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,20 @@ def test_a_checkpoint_that_stops_taking_writes_stops_the_run_and_the_rerun_lands
         broke["seen"] += 1
         if broke["seen"] == 20:
             opened[-1].db.execute(pragma)
-            broke["requests"] = total_requests(sandbox)
 
-    first = run(sandbox, tmp_path, sheet, on_row)
+    class AtTheFailure(logging.Handler):
+        """Counts the requests the API had received when the run met the failure."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "cannot write the checkpoint" in record.getMessage():
+                broke.setdefault("requests", total_requests(sandbox))
+
+    watcher = AtTheFailure()
+    logging.getLogger("corrections").addHandler(watcher)
+    try:
+        first = run(sandbox, tmp_path, sheet, on_row)
+    finally:
+        logging.getLogger("corrections").removeHandler(watcher)
     assert first.exit_code == 3
     assert first.result.fatal and f"cannot write the checkpoint: {why}" in first.result.fatal
     assert total_requests(sandbox) - broke["requests"] <= 4
