@@ -3,9 +3,9 @@
 It runs after the Usermaven part (when both are targeted), so each corrected event's time and
 idempotency key come from the Usermaven lookup already in the checkpoint. Planning happens
 sheet chunk by sheet chunk (`planning.Planning`) and is committed before any request leaves;
-sending then streams
-the committed batches (new ones and any left pending or failed by earlier runs) in requests of
-up to 100 batches, paced by the same throttle and retry policy as Usermaven's mutations.
+sending then streams the committed batches (new ones and any left pending or failed by earlier
+runs) in requests of up to 100 batches, paced by the same throttle and retry policy as
+Usermaven's mutations.
 """
 
 from __future__ import annotations
