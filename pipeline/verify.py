@@ -24,7 +24,7 @@ import httpx
 
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, make_http_client
-from pipeline.errors import ApiError, AuthError, UsageError
+from pipeline.errors import ApiError, AuthError, FatalApiError, UsageError
 from pipeline.jobs import new_run_id, open_existing
 from pipeline.jsontypes import holds, same_json
 from pipeline.lock import RunLock
@@ -189,7 +189,7 @@ async def _look(client: UsermavenClient, throttle: Throttle, policy: RetryPolicy
     for key, value in c.searches:
         try:
             events = await finder.find_all(c.event_type, key, value, c.window)
-        except AuthError:
+        except (AuthError, FatalApiError):  # no later lookup can succeed either
             raise
         except (ApiError, LookupIncomplete):
             continue

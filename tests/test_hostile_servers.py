@@ -272,3 +272,26 @@ def test_a_small_gzip_answer_sent_anyway_is_still_read(tmp_path):
         out = apply_against(srv.url, tmp_path)
     assert out.returncode == 0, out.stderr
     assert report(tmp_path)[0]["mutation_id"] == "m-gz"
+
+
+def test_a_redirect_during_verify_stops_it_with_exit_3(tmp_path):
+    """`verify` meets a 3xx like `apply` does: exit 3, the host named, nothing followed."""
+    def api(ex: Exchange) -> None:
+        sent = ex.json()
+        if not ex.path.endswith("/lookup"):
+            mutation_ok(ex)
+            return
+        ex.reply(200, {"data": [{
+            "event_id": EVENT, "event_type": sent["event_type"],
+            "event_attributes": {sent["attribute_key"]: sent["attribute_value"]},
+            "_timestamp": "2026-09-10 10:00:00", "_is_deleted": 0}]})
+
+    with hostile_server(lambda ex: None) as catcher, hostile_server(api) as srv:
+        applied = apply_against(srv.url, tmp_path, lookup_rows(1))
+        assert applied.returncode == 0, applied.stderr
+        srv.respond = redirect_to(catcher.url, 302)
+        out = run_cli(["verify", "--checkpoint", str(tmp_path / "s.checkpoint.sqlite"),
+                       "--api-url", srv.url, "--wait", "0"],
+                      env={"USERMAVEN_TOKEN": TOKEN}, timeout=60)
+    assert_clean_stop(out, catcher.host)
+    assert catcher.seen == []
