@@ -19,6 +19,7 @@ from pipeline import __version__, signals
 from pipeline.cli_output import (
     finish_run,
     metrics_on_error,
+    plan_notes,
     row_logger,
     setup_output,
     sheet_dialect,
@@ -342,6 +343,7 @@ def plan(sheet: str, **kw: Any) -> None:
                              on_checkpoint=hook)
     if not kw["quiet"]:
         print_plan_details(outcome)
+        plan_notes(sheet, kw)
     if not kw["quiet"] or kw["log_format"] == "json":
         print_summary(outcome, sheet=sheet, log_json=kw["log_format"] == "json")
     if saved:

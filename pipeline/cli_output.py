@@ -128,3 +128,14 @@ def _log_stop(outcome: ApplyOutcome) -> None:
     elif r.stop_reason:
         log.warning("the run stopped early: %s", r.stop_reason,
                     extra={"event": "stopped", "exit_code": outcome.exit_code})
+
+
+def plan_notes(sheet: str, kw: dict[str, Any]) -> None:
+    """What `plan` readers should know about how cells became values."""
+    if Path(sheet).suffix.lower() == ".xlsx":
+        click.echo("note: Excel number cells are sent as JSON numbers, as the cell holds them, "
+                   "not as formatted (a cell showing 149.90 sends 149.9, one showing 00123 "
+                   "sends 123); format a column as Text in Excel to send its text")
+    if kw.get("decimal_comma"):
+        click.echo("note: --decimal-comma: set.* values written like 149,90 are sent as numbers "
+                   "(149.9); other text keeps its commas")

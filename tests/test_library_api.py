@@ -148,3 +148,12 @@ def test_the_public_names_are_documented():
         assert getattr(Corrections, method).__doc__, method
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "## Library" in readme and "pipeline.Corrections(" in readme
+
+
+def test_a_notebook_can_try_everything_on_the_embedded_sandbox(tmp_path):
+    """`with Corrections.sandbox() as c:` needs no account and no token."""
+    with Corrections.sandbox() as c:
+        result = c.apply(sheet(tmp_path), checkpoint=tmp_path / "cp.sqlite")
+        assert result.counts == {"applied": 1, "not_found": 1}
+        assert c.verify(tmp_path / "cp.sqlite", wait=5).verified == 1
+    assert "token" not in repr(c).lower() and SANDBOX_TOKEN not in repr(c)

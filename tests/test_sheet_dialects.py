@@ -63,6 +63,14 @@ def test_an_excel_number_is_sent_as_a_json_number(sandbox, tmp_path):
     assert json.loads(line["attributes_after"]) == {"final_price": 54.5, "items": 4}
 
 
+def test_plan_of_an_excel_sheet_says_numbers_are_sent_as_the_cells_hold_them(sandbox, tmp_path):
+    """`plan` of an .xlsx shows the number sent (54.5, not "54.50") and says how to keep text."""
+    path = excel(tmp_path, [["order_id", "set.final_price"], ["ORD-1002", 54.5]], {"B2": "0.00"})
+    res = run_cli(["plan", str(path), "--api-url", sandbox.url, *LOOKUP], env=ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "→ 54.5" in res.stdout and "format a column as Text" in res.stdout
+
+
 def test_a_semicolon_sheet_read_with_commas_says_to_pass_the_delimiter(tmp_path):
     """A `;` export read as comma-separated: exit 2, naming --delimiter ';'."""
     sheet = tmp_path / "eu.csv"
@@ -81,7 +89,7 @@ def test_a_semicolon_sheet_with_decimal_commas_plans_and_applies_numbers(sandbox
             "--decimal-comma"]
     plan = run_cli(["plan", *args], env=ENV)
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert "149.9" in plan.stdout and "149,90" not in plan.stdout
+    assert "→ 149.9" in plan.stdout and "--decimal-comma" in plan.stdout
     res = run_cli(["apply", *args], env=ENV)
     assert res.returncode == 0, res.stdout + res.stderr
     [line] = read_report(tmp_path / "eu.audit.csv")
