@@ -8,6 +8,8 @@ Three stages, all inside one event loop:
    whether anything needs sending, and commits those intents before anything is sent;
 3. mutation tasks send under the throttle; two rows touching one event are chained, so they
    are applied in sheet order and never concurrently.
+
+How the run stops lives in `pipeline.run_control`; its plain data in `pipeline.run_types`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
 
 from pipeline.checkpoint import Checkpoint, Intent, RowState
 from pipeline.client import UsermavenClient
@@ -34,7 +34,6 @@ from pipeline.errors import (
     RetryAfterTooLong,
     TransientError,
     TransportFailure,
-    UnexpectedError,
     UntrustedAnswer,
 )
 from pipeline.explicit_keys import ExplicitKeys
@@ -45,86 +44,26 @@ from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
 from pipeline.progress import RunProgress
 from pipeline.refresh import current_state
 from pipeline.resolve import LookupCache, Resolution, Resolver
-from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
-from pipeline.throttle import Stopped, Throttle
+from pipeline.retry import RetryPolicy
+from pipeline.run_control import RunControl
+from pipeline.run_types import (  # RunOptions, RunResult, RunTotals: re-exported
+    LRU,
+    MEMORY_ENTRIES,
+    EventTarget,
+    RowJob,
+    RunOptions,
+    RunResult,
+    RunTotals,
+    after_state,
+    row_status,
+)
+from pipeline.throttle import Stopped
 from pipeline.timeutil import format_api, month_window, parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
 
 #: Intent states a run (re)sends; everything else is final.
 _RESEND = frozenset({Status.PENDING, Status.FAILED})
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    concurrency: int = 8
-    rate: float | None = None
-    max_attempts: int = 5
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    max_wait: float = 300.0
-    on_multiple: str = "fail"
-    key_namespace: str = ""
-    retry_unresolved: bool = False
-    key_ttl: float = 24 * 3600.0
-    shutdown_grace: float = 10.0
-    timeout: float = 30.0
-    plan_only: bool = False
-
-
-@dataclass
-class RunTotals:
-    rows_new: int = 0
-    rows_done: int = 0
-    rows_invalid: int = 0
-    rows_duplicate: int = 0
-    rows_worked: int = 0
-    mutations_sent: int = 0
-    reconciled: int = 0
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    exit_code: int
-    elapsed: float
-    requests: int
-    lookups: int
-    mutations: int
-    retries: int
-    throttled: int
-    totals: RunTotals
-    stop_reason: str | None = None
-    fatal: str | None = None
-
-
-@dataclass
-class _Target:
-    """One event a row will touch, with what we know of its attributes before."""
-
-    event_id: str
-    timestamp: datetime
-    before: Mapping[str, Any] | None
-
-
-MEMORY_ENTRIES = 50_000
-T = TypeVar("T")
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class LRU(OrderedDict[K, V]):
-    """A dict that forgets its least recently written entries beyond `size`."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def __setitem__(self, key: K, value: V) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
 
 
 #: A key held by a mutation in one of these states carries a change that landed: a later row
@@ -147,30 +86,11 @@ def _change(attributes: Mapping[str, Any] | str, merge_mode: str) -> str:
     return canonical_json([attrs, merge_mode])
 
 
-@dataclass
-class _RowJob:
-    correction: Correction
-    state: RowState | None
-    prepared: asyncio.Task[tuple[Resolution, list[_Target], list[Intent]]]
-    window: asyncio.Semaphore
-    outcomes: dict[str, Status] = field(default_factory=dict)
-    pending: int = 0
-    final_error: str | None = None
-    dispatched: bool = False
-    released: bool = False
-
-    def release(self) -> None:
-        """Give the row's window slot back, once, whatever path the row ended on."""
-        if not self.released:
-            self.released = True
-            self.window.release()
-
-
 #: How `plan` marks an `event_id` row: nothing was looked up, so nothing is known of it.
 NOT_CHECKED = "not checked (no lookup)"
 
 
-def _plan_note(c: Correction, t: _Target, before: Mapping[str, Any] | None,
+def _plan_note(c: Correction, t: EventTarget, before: Mapping[str, Any] | None,
                attrs: Mapping[str, Any], plan_only: bool) -> str | None:
     """What a reader of the plan (or report) must know about a change about to be sent."""
     parts = []
@@ -181,34 +101,7 @@ def _plan_note(c: Correction, t: _Target, before: Mapping[str, Any] | None,
     return "; ".join(parts) or None
 
 
-def after_state(before: Mapping[str, Any] | None, attrs: Mapping[str, Any],
-                merge_mode: str) -> dict[str, Any] | None:
-    if merge_mode == "replace":
-        return dict(attrs)
-    if before is None:
-        return None
-    return {**before, **attrs}
-
-
-def row_status(outcomes: Iterable[Status]) -> Status:
-    """A row's status from its events': the worst one wins."""
-    found = set(outcomes)
-    for s in (Status.PENDING, Status.FAILED, Status.CONFLICT, Status.REJECTED,
-              Status.NOT_FOUND, Status.AMBIGUOUS, Status.DRIFTED):
-        if s in found:
-            return s
-    if Status.APPLIED in found:
-        return Status.APPLIED
-    if Status.PLANNED in found:
-        return Status.PLANNED
-    if found and found <= {Status.UNCHANGED}:
-        return Status.UNCHANGED
-    if Status.DUPLICATE in found:
-        return Status.DUPLICATE
-    return Status.UNCHANGED if not found else next(iter(found))
-
-
-class Runner:
+class Runner(RunControl):
     """One run over one sheet. Import it and call `run` from a notebook if you like."""
 
     def __init__(self, checkpoint: Checkpoint, client: UsermavenClient, options: RunOptions,
@@ -222,17 +115,13 @@ class Runner:
         self.generation = generation
         self.on_row = on_row
         self.progress = progress or RunProgress(None, enabled=False)
-        self.throttle = Throttle(options.concurrency, options.rate, options.max_wait,
-                                 host=getattr(client, "host", "the API"))
-        self.policy = RetryPolicy(options.max_attempts, options.backoff_base, options.backoff_max)
-        self.stats = RetryStats()
+        super().__init__(
+            concurrency=options.concurrency, rate=options.rate, max_wait=options.max_wait,
+            policy=RetryPolicy(options.max_attempts, options.backoff_base, options.backoff_max),
+            shutdown_grace=options.shutdown_grace, host=getattr(client, "host", "the API"))
         self.cache = LookupCache(self._lookup_once)
         self.resolver = Resolver(self.cache, options.on_multiple)
         self.totals = RunTotals()
-        self.stop_reason: str | None = None
-        self.fatal: BaseException | None = None
-        self._signal: int | None = None
-        self._stop = asyncio.Event()
         self._chains: dict[str, asyncio.Task[None]] = {}
         # Bounded memories, so a ten-million-row sheet runs in flat memory: the state an
         # event reaches after this run's rows (for the no-op check of later rows), and who
@@ -240,46 +129,15 @@ class Runner:
         self._states: LRU[str, dict[str, Any] | None] = LRU(MEMORY_ENTRIES)
         self._keys_this_run: LRU[str, _KeyOwner] = LRU(MEMORY_ENTRIES)
         self._last_change: LRU[str, str] = LRU(MEMORY_ENTRIES)  # event -> its latest change
-        self._tasks: set[asyncio.Task[Any]] = set()
         #: explicit keys several rows share (filled by `learn_explicit_keys` before the run)
         self.explicit_keys = ExplicitKeys(checkpoint.db)
-
-    # -- control ------------------------------------------------------------------------
-
-    def request_stop(self, signum: int | None = None, reason: str | None = None) -> None:
-        """Stop starting work; what is in flight may finish (bounded by shutdown_grace)."""
-        if self._signal is None and signum is not None:
-            self._signal = signum
-        if self.stop_reason is None:
-            self.stop_reason = reason or (
-                f"received {signal.Signals(signum).name}" if signum else "stopped")
-            log.warning("stopping: %s; letting requests in flight finish", self.stop_reason)
-        self._stop.set()
-        self.throttle.close()  # no request waiting for its turn or its retry leaves any more
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def _fatal(self, exc: BaseException) -> None:
-        if self.fatal is None:
-            self.fatal = exc
-        self.request_stop(reason=str(exc))
-
-    def _broken(self, exc: BaseException) -> None:
-        """A fault of the checkpoint (or of our own code) outside any row: stop the run."""
-        failure: Exception | None = checkpoint_write_error(exc)
-        if failure is None:
-            log.error("internal error: %s", describe(exc), exc_info=exc)
-            failure = UnexpectedError(f"stopped on an internal error: {describe(exc)}")
-        self._fatal(failure)
 
     # -- the run ------------------------------------------------------------------------
 
     async def run(self, batches: Iterable[list[Correction | RowProblem]]) -> RunResult:
         started = time.monotonic()
         window = asyncio.Semaphore(max(64, self.opts.concurrency * 16))
-        queue: asyncio.Queue[_RowJob | None] = asyncio.Queue()
+        queue: asyncio.Queue[RowJob | None] = asyncio.Queue()
         sequencer = asyncio.create_task(self._sequence(queue, window))
         try:
             for batch in batches:
@@ -302,7 +160,7 @@ class Runner:
                         break
                     task = asyncio.create_task(self._prepare(correction, state))
                     self._track(task)
-                    await queue.put(_RowJob(correction, state, task, window))
+                    await queue.put(RowJob(correction, state, task, window))
                     self.totals.rows_worked += 1
                 # let the loop breathe between batches even when every row was skipped
                 await asyncio.sleep(0)
@@ -319,59 +177,6 @@ class Runner:
                 self._broken(exc)
         return self._result(started)
 
-    async def _acquire(self, window: asyncio.Semaphore) -> bool:
-        """A window slot for the next row, or False once the run stops (even while waiting)."""
-        if self.stopping:
-            return False
-        if not window.locked():
-            await window.acquire()
-            return True
-        got = asyncio.ensure_future(window.acquire())
-        stop = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({got, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not got.done():
-            got.cancel()
-            await asyncio.gather(got, return_exceptions=True)
-        if got.done() and not got.cancelled():
-            if not self.stopping:
-                return True
-            window.release()
-        return False
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        """Every task of the run is known, so a stop can wait for (or cancel) all of them
-        before the HTTP session closes."""
-        self._tasks.add(task)
-        task.add_done_callback(self._untrack)
-
-    def _untrack(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: the sequencer reads it, or a stop made it moot
-
-    async def _drain(self, sequencer: asyncio.Task[None]) -> None:
-        """Wait for all work in flight; once a stop is asked, only `shutdown_grace` more."""
-        stop_wait = asyncio.create_task(self._stop.wait())
-        try:
-            while not self.stopping:
-                busy = {t for t in (sequencer, *self._tasks) if not t.done()}
-                if not busy:
-                    break
-                await asyncio.wait(busy | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-        busy = {t for t in (sequencer, *self._tasks) if not t.done()}
-        if busy:
-            await asyncio.wait(busy, timeout=self.opts.shutdown_grace)
-        leftovers = [t for t in (sequencer, *self._tasks) if not t.done()]
-        for t in leftovers:
-            t.cancel()
-        if leftovers:
-            await asyncio.gather(*leftovers, return_exceptions=True)
-        if sequencer.done() and not sequencer.cancelled() and sequencer.exception():
-            raise sequencer.exception()  # type: ignore[misc]
-
     def _result(self, started: float) -> RunResult:
         return RunResult(
             run_id=self.run_id, exit_code=0, elapsed=time.monotonic() - started,
@@ -381,10 +186,6 @@ class Runner:
             fatal=str(self.fatal) if self.fatal else None,
         )
 
-    @property
-    def signal_number(self) -> int | None:
-        return self._signal
-
     # -- stage 1: resolution --------------------------------------------------------------
 
     async def _lookup_once(self, event_type: str, key: str, value: str,
@@ -393,25 +194,8 @@ class Runner:
             lambda: self.client.lookup(event_type, key, value, window))
         return result
 
-    async def _call(self, fn: Callable[[], Awaitable[T]],
-                    on_attempt: Callable[[int], None] | None = None) -> tuple[T, int]:
-        """One request with retries; a fatal answer stops the run the moment it arrives.
-
-        Not later, when the sequencer reaches the row: requests waiting for their turn
-        behind it must not leave.
-        """
-        try:
-            return await call_with_retry(fn, throttle=self.throttle, policy=self.policy,
-                                         stats=self.stats, on_attempt=on_attempt)
-        except (AuthError, FatalApiError) as exc:
-            self._fatal(exc)
-            raise
-        except RetryAfterTooLong as exc:
-            self.request_stop(reason=str(exc))
-            raise
-
-    async def _prepare(self, c: Correction,
-                       state: RowState | None) -> tuple[Resolution, list[_Target], list[Intent]]:
+    async def _prepare(self, c: Correction, state: RowState | None
+                       ) -> tuple[Resolution, list[EventTarget], list[Intent]]:
         """Find the row's events, or pick up the intents an earlier run committed."""
         recheck = self.opts.retry_unresolved and state is not None and any(
             i.status is Status.DRIFTED for i in state.intents)
@@ -429,9 +213,9 @@ class Runner:
             before = c.known_before
             if c.refresh:
                 before = (await current_state(self.cache, c)).attributes
-            return Resolution(Status.PENDING), [_Target(c.event_id, c.timestamp, before)], []
+            return Resolution(Status.PENDING), [EventTarget(c.event_id, c.timestamp, before)], []
         resolution = await self.resolver.resolve(c)
-        targets = [_Target(e.event_id, e.timestamp, e.attributes) for e in resolution.events]
+        targets = [EventTarget(e.event_id, e.timestamp, e.attributes) for e in resolution.events]
         return resolution, targets, []
 
     async def _reconcile_if_stale(self, c: Correction, intent: Intent) -> Intent:
@@ -464,11 +248,11 @@ class Runner:
 
     # -- stage 2: the sequencer ---------------------------------------------------------
 
-    async def _sequence(self, queue: asyncio.Queue[_RowJob | None],
+    async def _sequence(self, queue: asyncio.Queue[RowJob | None],
                         window: asyncio.Semaphore) -> None:
         """Rows in sheet order; rows already resolved are taken together, so their intents
         share one commit."""
-        held: list[_RowJob | None] = []
+        held: list[RowJob | None] = []
         while True:
             job = held.pop() if held else await queue.get()
             if job is None:
@@ -502,7 +286,7 @@ class Runner:
                     if not j.dispatched:
                         j.release()
 
-    def _plan_row(self, job: _RowJob,
+    def _plan_row(self, job: RowJob,
                   window: asyncio.Semaphore) -> tuple[list[Intent], bool] | None:
         """The row's intents (and whether they are new), or None when the row is finished."""
         c = job.correction
@@ -555,7 +339,7 @@ class Runner:
             return existing, False
         return self._decide(c, targets), True
 
-    def _dispatch(self, job: _RowJob, intents: list[Intent], window: asyncio.Semaphore) -> None:
+    def _dispatch(self, job: RowJob, intents: list[Intent], window: asyncio.Semaphore) -> None:
         """Start sending a row's intents (committed by now), chained per event."""
         job.dispatched = True
         to_send = [i for i in intents if i.status in _RESEND]
@@ -581,7 +365,7 @@ class Runner:
                 del self._chains[event_id]
         return done
 
-    def _decide(self, c: Correction, targets: list[_Target]) -> list[Intent]:
+    def _decide(self, c: Correction, targets: list[EventTarget]) -> list[Intent]:
         """Keys and no-op checks, in sheet order, so later rows see earlier rows' changes."""
         intents: list[Intent] = []
         attrs = dict(c.attributes)
@@ -690,7 +474,7 @@ class Runner:
             return "same change to this event as a row of an earlier sheet; not sent again"
         return f"same change to this event as row {owner.row_number}; not sent again"
 
-    def _finish_row(self, job: _RowJob, status: Status, error: str | None,
+    def _finish_row(self, job: RowJob, status: Status, error: str | None,
                     window: asyncio.Semaphore) -> None:
         try:
             self.cp.set_row_status(job.correction.row_key, status, self.run_id, error)
@@ -707,7 +491,7 @@ class Runner:
 
     # -- stage 3: sending ---------------------------------------------------------------
 
-    async def _send(self, job: _RowJob, intent: Intent, prev: asyncio.Task[None] | None,
+    async def _send(self, job: RowJob, intent: Intent, prev: asyncio.Task[None] | None,
                     window: asyncio.Semaphore) -> None:
         kw: dict[str, Any] = {}
         try:

@@ -29,7 +29,9 @@ from pipeline.errors import (
     RetryAfterTooLong,
     TransientError,
     TransportFailure,
+    UnexpectedError,
 )
+from pipeline.faults import checkpoint_write_error, describe
 from pipeline.model import Correction, RowProblem
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
 from pipeline.runner import RunOptions
@@ -240,6 +242,10 @@ class Delivery(Planning):
             group = [p for p in group if p.user_key not in self._held]
             if group:
                 await self._send(self.ledger.bodies(group))
+        except Exception as exc:  # a checkpoint that refuses writes, or a fault nobody
+            # foresaw: the run stops cleanly (batches stay pending), never a lost task
+            self._fatal(checkpoint_write_error(exc)
+                        or UnexpectedError(f"mparticle: stopped on {describe(exc)}"))
         finally:
             window.release()
 

@@ -1,0 +1,131 @@
+"""The run's plain data: its options, its totals and result, a row in work, and helpers
+that read statuses; no I/O, so the runner and the jobs share them without cycles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pipeline.checkpoint import Intent, RowState
+from pipeline.model import Correction, Status
+from pipeline.resolve import Resolution
+
+K = TypeVar("K")
+V = TypeVar("V")
+MEMORY_ENTRIES = 50_000
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    concurrency: int = 8
+    rate: float | None = None
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_wait: float = 300.0
+    on_multiple: str = "fail"
+    key_namespace: str = ""
+    retry_unresolved: bool = False
+    key_ttl: float = 24 * 3600.0
+    shutdown_grace: float = 10.0
+    timeout: float = 30.0
+    plan_only: bool = False
+
+
+@dataclass
+class RunTotals:
+    rows_new: int = 0
+    rows_done: int = 0
+    rows_invalid: int = 0
+    rows_duplicate: int = 0
+    rows_worked: int = 0
+    mutations_sent: int = 0
+    reconciled: int = 0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: int
+    elapsed: float
+    requests: int
+    lookups: int
+    mutations: int
+    retries: int
+    throttled: int
+    totals: RunTotals
+    stop_reason: str | None = None
+    fatal: str | None = None
+
+
+@dataclass
+class EventTarget:
+    """One event a row will touch, with what we know of its attributes before."""
+
+    event_id: str
+    timestamp: datetime
+    before: Mapping[str, Any] | None
+
+
+class LRU(OrderedDict[K, V]):
+    """A dict that forgets its least recently written entries beyond `size`."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass
+class RowJob:
+    correction: Correction
+    state: RowState | None
+    prepared: asyncio.Task[tuple[Resolution, list[EventTarget], list[Intent]]]
+    window: asyncio.Semaphore
+    outcomes: dict[str, Status] = field(default_factory=dict)
+    pending: int = 0
+    final_error: str | None = None
+    dispatched: bool = False
+    released: bool = False
+
+    def release(self) -> None:
+        """Give the row's window slot back, once, whatever path the row ended on."""
+        if not self.released:
+            self.released = True
+            self.window.release()
+
+
+def after_state(before: Mapping[str, Any] | None, attrs: Mapping[str, Any],
+                merge_mode: str) -> dict[str, Any] | None:
+    if merge_mode == "replace":
+        return dict(attrs)
+    if before is None:
+        return None
+    return {**before, **attrs}
+
+
+def row_status(outcomes: Iterable[Status]) -> Status:
+    """A row's status from its events': the worst one wins."""
+    found = set(outcomes)
+    for s in (Status.PENDING, Status.FAILED, Status.CONFLICT, Status.REJECTED,
+              Status.NOT_FOUND, Status.AMBIGUOUS, Status.DRIFTED):
+        if s in found:
+            return s
+    if Status.APPLIED in found:
+        return Status.APPLIED
+    if Status.PLANNED in found:
+        return Status.PLANNED
+    if found and found <= {Status.UNCHANGED}:
+        return Status.UNCHANGED
+    if Status.DUPLICATE in found:
+        return Status.DUPLICATE
+    return Status.UNCHANGED if not found else next(iter(found))
