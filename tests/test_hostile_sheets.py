@@ -70,12 +70,15 @@ def test_a_csv_header_with_a_million_columns_is_refused_early(tmp_path):
     assert out["peak_mb"] <= PEAK_LIMIT_MB
 
 
-def test_a_csv_row_with_a_million_cells_is_an_invalid_row(tmp_path):
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_a_csv_row_with_a_million_cells_is_an_invalid_row(tmp_path, sep):
     """A data row with a million separators is refused as that row; memory stays bounded."""
     path = tmp_path / "ragged.csv"
-    path.write_text("event_id,timestamp,set.note\n" + "ab," * 1_000_000 + "\n"
-                    "6d3e1c8e-6d55-4d39-a4f7-4d3a7f0a2b12,2026-09-01,fine\n")
-    out = validate(path)
+    path.write_text(sep.join(["event_id", "timestamp", "set.note"]) + "\n"
+                    + f"ab{sep}" * 1_000_000 + "\n"
+                    + sep.join(["6d3e1c8e-6d55-4d39-a4f7-4d3a7f0a2b12", "2026-09-01", "fine"])
+                    + "\n")
+    out = validate(path, "--delimiter", sep)
     assert out["code"] == 2
     assert "row 2" in out["out"] and "separators" in out["out"]
     assert out["peak_mb"] <= PEAK_LIMIT_MB

@@ -38,7 +38,8 @@ def _open_csv(path: Path, dialect: Dialect = PLAIN):
     try:
         # lines read with a bound: a huge line is reported, never held whole
         return BoundedLines(open(path, encoding=dialect.python_encoding,
-                                 errors="surrogateescape", newline=""), path)
+                                 errors="surrogateescape", newline=""), path,
+                            dialect.delimiter)
     except OSError as exc:
         raise SheetError(f"{path}: cannot read the sheet ({exc.strerror or exc})") from None
 
