@@ -24,7 +24,9 @@ def id_row(n: int, timestamp: str, price: str = "7.00", **extra: str) -> dict[st
 
 
 def statuses(out: Any) -> list[str]:
-    return [r["status"] for r in read_report(out.report)]
+    """Statuses of the sheet's rows (lines kept for mutations of rows no longer in the sheet,
+    which have no row number, are left out)."""
+    return [r["status"] for r in read_report(out.report) if r["row_number"]]
 
 
 # -- edited rows are new corrections ---------------------------------------------------------
