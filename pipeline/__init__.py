@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.signals import note_early_for_cli
+
+# the command line stops cleanly on a signal from its first instant, before the imports below
+note_early_for_cli()
+
 __version__ = "0.1.0"
 
 # A library prints nothing unless its user attaches a handler (no logging "last resort").

@@ -9,13 +9,17 @@ leave a temporary file behind. Library callers get none of this unless they ask.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import PurePath
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -38,6 +42,16 @@ def note_early() -> None:
     for sig in STOP_SIGNALS:
         with contextlib.suppress(ValueError, OSError):  # not the main thread
             _early_installed[sig] = signal.signal(sig, _note)
+
+
+def note_early_for_cli() -> None:
+    """`note_early` when this process is the command line (`corrections ...` or `python -m
+    pipeline ...`), called by the package before its heavy imports; a library user's
+    process is left alone."""
+    argv = getattr(sys, "orig_argv", [])
+    script = PurePath(argv[1]).name if len(argv) > 1 else ""
+    if argv[1:3] == ["-m", "pipeline"] or script in ("corrections", "corrections.exe"):
+        note_early()
 
 
 def noted() -> list[int]:
