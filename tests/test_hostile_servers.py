@@ -151,6 +151,7 @@ def test_a_redirect_stops_the_run_with_exit_3_and_is_never_followed(tmp_path, st
         out = apply_against(srv.url, tmp_path, rows, "--concurrency", "4")
     assert_clean_stop(out, catcher.host)
     assert catcher.seen == []
+    assert len(srv.seen) <= 4  # at most the requests already on the wire (--concurrency)
     lines = report(tmp_path)
     assert len(lines) == 200
     assert {r["status"] for r in lines} <= {"pending"}, {r["status"] for r in lines}

@@ -108,5 +108,6 @@ def test_a_redirect_from_mparticle_stops_the_run_with_exit_3_and_is_never_follow
     assert "Traceback" not in out.stderr
     assert "Task exception was never retrieved" not in out.stderr
     assert catcher.seen == []
+    assert len(srv.seen) <= 4  # at most the requests already on the wire (--concurrency)
     lines = mp_lines(tmp_path)
     assert len(lines) == 200 and {r["status"] for r in lines} == {"pending"}
