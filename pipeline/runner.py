@@ -42,7 +42,7 @@ from pipeline.jsontypes import holds
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
 from pipeline.progress import RunProgress
 from pipeline.refresh import current_state
-from pipeline.resolve import LookupCache, Resolution, Resolver
+from pipeline.resolve import LookupCache, LookupIncomplete, Resolution, Resolver
 from pipeline.retry import RetryPolicy
 from pipeline.run_control import RunControl
 from pipeline.run_types import (  # RunOptions, RunResult, RunTotals: re-exported
@@ -189,7 +189,11 @@ class Runner(RunControl):
             return intent
         assert c.event_type is not None and c.lookup_value is not None
         window = Window(*month_window(parse_timestamp(intent.timestamp)))
-        found, _ = await self.cache.get(c.event_type, c.lookup_key, c.lookup_value, window)
+        try:  # the whole month, full pages split, every answer checked against the query
+            found = await self.resolver.find_all(c.event_type, c.lookup_key, c.lookup_value,
+                                                 window)
+        except LookupIncomplete:
+            found = []  # cannot tell: resend under the same key (the API applies it once)
         for e in found:
             if e.event_id == intent.event_id and holds(e.attributes, intent.attributes_after,
                                                        intent.merge_mode):
