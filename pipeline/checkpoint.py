@@ -8,28 +8,23 @@ identified by content (row key), so a sheet edited between runs still lines up.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint_file import open_checkpoint, use_wal
+from pipeline.checkpoint_reports import ReadBack
+from pipeline.checkpoint_runs import RunRecords
 from pipeline.checkpoint_schema import (
     INDEXES_SQL,
-    REPORT_COLUMNS,
     SCHEMA_VERSION,
-    as_is,
     correction_row,
     dumps,
     loads,
-    neutralised,
     problem_row,
-    report_key,
 )
 from pipeline.errors import CheckpointError
 from pipeline.model import (
@@ -89,7 +84,7 @@ class Registration:
     skipped: int = 0
 
 
-class Checkpoint:
+class Checkpoint(RunRecords, ReadBack):
     """Open (or create) a checkpoint file. Refuses files of another version or target."""
 
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
@@ -163,136 +158,6 @@ class Checkpoint:
                 f"{self.path} belongs to another workspace (another API key). Use the token "
                 "of the workspace it was made for, or another --checkpoint."
             )
-
-    def meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def _set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-    def close(self) -> None:
-        self.commit()
-        self.db.close()
-
-    # -- transactions -------------------------------------------------------------------
-    #
-    # Intents are committed at once (they must be durable before a request leaves).
-    # Outcomes and row statuses are written in the open transaction and committed with the
-    # next intent, or at least every quarter second: losing them to a SIGKILL only means
-    # the next run resends under the same keys, and the API replays its first answer.
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Commit this work now, together with any deferred writes before it."""
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            if self.db.in_transaction:  # SQLite already rolled back after a full disk
-                self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        self._last_commit = time.monotonic()
-
-    def _deferred(self, sql: str, params: Sequence[Any]) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-        self.db.execute(sql, params)
-
-    def commit(self) -> None:
-        if self.db.in_transaction:
-            self.db.execute("COMMIT")
-        self._last_commit = time.monotonic()
-
-    def commit_if_due(self, seconds: float = 0.25) -> None:
-        if self.db.in_transaction and time.monotonic() - self._last_commit >= seconds:
-            self.commit()
-
-    # -- runs ---------------------------------------------------------------------------
-
-    def start_run(self, run_id: str, command: str, sheet: str, fingerprint: str,
-                  options: Mapping[str, Any], *, same_sheet: bool = False) -> int:
-        """Open a run and a new sheet generation; rows met in this run join it.
-
-        `same_sheet`: the sheet is the one the current generation holds completely (see
-        `sheet_complete`), so the run keeps that generation instead of re-registering it.
-        """
-        generation = int(self.meta("generation") or 0) + (0 if same_sheet else 1)
-        with self.transaction():
-            self._set_meta("generation", str(generation))
-            self._set_meta("sheet_fingerprint", fingerprint)
-            self.db.execute(
-                "INSERT INTO runs (run_id, command, started_at, sheet, sheet_fingerprint, "
-                "generation, options) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, command, utcnow().isoformat(), sheet, fingerprint, generation,
-                 dumps(dict(options))),
-            )
-        return generation
-
-    def finish_run(self, run_id: str, *, exit_code: int, requests: int, retries: int,
-                   rows_new: int, rows_done: int, rows_gone: int) -> None:
-        self.db.execute(
-            "UPDATE runs SET finished_at = ?, exit_code = ?, requests = ?, retries = ?, "
-            "rows_new = ?, rows_done = ?, rows_gone = ? WHERE run_id = ?",
-            (utcnow().isoformat(), exit_code, requests, retries, rows_new, rows_done, rows_gone,
-             run_id),
-        )
-
-    def mark_complete(self, generation: int, digest: str) -> None:
-        """Every row of the sheet with this digest is registered in this generation."""
-        with self.transaction():
-            self._set_meta("complete_generation", str(generation))
-            self._set_meta("complete_sheet", digest)
-
-    def note_change(self, run_id: str) -> None:
-        """This run may have changed rows: reports written before are out of date."""
-        with self.transaction():
-            self._set_meta("state", run_id)
-
-    def report_stamp(self, report: Path | str) -> str | None:
-        """The file stamp of `report` as last written, if written from the present state."""
-        recorded = self.meta(f"report:{report_key(report)}")
-        if recorded is None:
-            return None
-        state, _, stamp = recorded.partition("|")
-        return stamp if state == (self.meta("state") or "") else None
-
-    def record_report(self, report: Path | str, stamp: str) -> None:
-        with self.transaction():
-            self._set_meta(f"report:{report_key(report)}", f"{self.meta('state') or ''}|{stamp}")
-
-    def sheet_complete(self, digest: str) -> bool:
-        return (self.meta("complete_sheet") == digest
-                and self.meta("complete_generation") == str(self.current_generation()))
-
-    def rows_to_work(self, generation: int, *, retry_unresolved: bool = False) -> int:
-        """Rows a rerun would work on: pending and failed (and unresolved, if asked)."""
-        wanted = [Status.PENDING.value, Status.FAILED.value]
-        if retry_unresolved:
-            wanted += [s.value for s in UNRESOLVED]
-        marks = ",".join("?" * len(wanted))
-        return self.db.execute(
-            f"SELECT COUNT(*) FROM rows WHERE generation = ? AND status IN ({marks})",
-            (generation, *wanted),
-        ).fetchone()[0]
-
-    def current_generation(self) -> int:
-        return int(self.meta("generation") or 0)
-
-    def last_run(self) -> dict[str, Any] | None:
-        cur = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1")
-        row = cur.fetchone()
-        if row is None:
-            return None
-        return dict(zip([d[0] for d in cur.description], row, strict=True))
-
-    def rows_gone(self, generation: int) -> int:
-        """Rows of earlier sheets that the current sheet no longer holds."""
-        return self.db.execute(
-            "SELECT COUNT(*) FROM rows WHERE generation < ?", (generation,)
-        ).fetchone()[0]
 
     # -- rows ---------------------------------------------------------------------------
 
@@ -473,134 +338,3 @@ class Checkpoint:
             "UPDATE mutations SET intent_at = ? WHERE row_key = ? AND event_id = ?",
             (utcnow().isoformat(), row_key, event_id),
         )
-
-    # -- reading back -------------------------------------------------------------------
-
-    def status_counts(self, generation: int | None = None) -> dict[str, int]:
-        """Rows by status for a generation (default: the latest sheet)."""
-        gen = self.current_generation() if generation is None else generation
-        counts: dict[str, int] = {}
-        for status, n in self.db.execute(
-            "SELECT status, COUNT(*) FROM rows WHERE generation = ? GROUP BY status", (gen,)
-        ):
-            counts[status] = n
-        dups = self.db.execute(
-            "SELECT COUNT(*) FROM duplicate_rows WHERE generation = ?", (gen,)
-        ).fetchone()[0]
-        if dups:
-            counts[Status.DUPLICATE.value] = counts.get(Status.DUPLICATE.value, 0) + dups
-        return counts
-
-    def mutation_counts(self, generation: int | None = None) -> dict[str, int]:
-        gen = self.current_generation() if generation is None else generation
-        if not self.db.execute("SELECT 1 FROM rows WHERE generation != ? LIMIT 1",
-                               (gen,)).fetchone():
-            # every row is of this sheet: count from the status index alone
-            return dict(self.db.execute(
-                "SELECT status, COUNT(*) FROM mutations GROUP BY status").fetchall())
-        return dict(self.db.execute(
-            "SELECT m.status, COUNT(*) FROM mutations m JOIN rows r ON r.row_key = m.row_key "
-            "WHERE r.generation = ? GROUP BY m.status", (gen,)
-        ).fetchall())
-
-    def report_tuples(self, generation: int | None = None, *, for_csv: bool = False,
-                      include_gone: bool = True) -> Iterator[tuple[Any, ...]]:
-        """The sheet's lines (`sheet_tuples`), then every mutation once applied for a row
-        that is no longer in the sheet (`gone_tuples`): the audit trail never forgets."""
-        gen = self.current_generation() if generation is None else generation
-        yield from self.sheet_tuples(gen, for_csv=for_csv)
-        if include_gone:
-            yield from self.gone_tuples(gen, for_csv=for_csv)
-
-    def gone_tuples(self, generation: int, *,
-                    for_csv: bool = False) -> Iterator[tuple[Any, ...]]:
-        """Mutations applied (or verified) for rows the sheet no longer holds (edited or
-        removed since): `row_number` empty, their status and mutation_id kept, and a note."""
-        n = neutralised if for_csv else as_is
-        note = ("'the row is no longer in the sheet' || CASE WHEN COALESCE(m.error, m.note) "
-                "IS NULL THEN '' ELSE '; ' || COALESCE(m.error || '; ' || m.note, m.error, "
-                "m.note) END")
-        yield from self.db.execute(
-            "SELECT NULL, r.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
-            + ", " + n("r.lookup_value") + ", " + n("m.event_id") + ", " + n("m.timestamp")
-            + ", " + n("m.idempotency_key") + ", " + n("m.merge_mode") + ", "
-            + n("m.status") + ", " + n("m.mutation_id") + ", m.http_status, m.attempts, "
-            + n(note) + ", " + n("m.attributes_before") + ", " + n("m.attributes_after")
-            + ", " + n("m.applied_at") + ", " + n("m.run_id") + " "
-            "FROM mutations m JOIN rows r ON r.row_key = m.row_key "
-            "WHERE r.generation != ? AND m.status IN ('applied', 'verified', 'mismatch') "
-            "ORDER BY m.applied_at, m.rowid",
-            (generation,),
-        )
-
-    def sheet_tuples(self, generation: int | None = None, *,
-                     for_csv: bool = False) -> Iterator[tuple[Any, ...]]:
-        """Every line of the audit report as a tuple in `REPORT_COLUMNS` order, sheet order.
-
-        Streamed from the file: rows in `row_number` order straight from their index (no
-        sort of the whole sheet), duplicate rows merged in. `for_csv`: text that came from
-        the sheet or the API and looks like a spreadsheet formula gets a leading quote.
-        """
-        gen = self.current_generation() if generation is None else generation
-        n = neutralised if for_csv else as_is
-        error = ("CASE WHEN m.note IS NULL THEN COALESCE(m.error, r.error) "
-                 "WHEN COALESCE(m.error, r.error) IS NULL THEN m.note "
-                 "ELSE COALESCE(m.error, r.error) || '; ' || m.note END")
-        lines = self.db.execute(
-            # every text column is neutralised: any of them may hold sheet or server text
-            "SELECT r.row_number, r.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
-            + ", " + n("r.lookup_value") + ", " + n("COALESCE(m.event_id, r.event_id)")
-            + ", " + n("m.timestamp") + ", " + n("m.idempotency_key")
-            + ", " + n("COALESCE(m.merge_mode, r.merge_mode)") + ", "
-            + n("COALESCE(m.status, r.status)") + ", "
-            + n("m.mutation_id") + ", m.http_status, COALESCE(m.attempts, 0), " + n(error)
-            + ", " + n("m.attributes_before") + ", "
-            + n("COALESCE(m.attributes_after, r.attributes)") + ", "
-            + n("m.applied_at") + ", " + n("COALESCE(m.run_id, r.run_id)") + " "
-            "FROM rows r INDEXED BY rows_by_number "
-            # joined on the row's rowid: rows sit in sheet order, so the mutations are read
-            # in nearly sequential order instead of by random row key
-            "LEFT JOIN mutations m INDEXED BY mutations_by_row ON m.row_ref = r.rowid "
-            "WHERE r.generation = ? ORDER BY r.row_number, m.seq",
-            (gen,),
-        )
-        if not self.db.execute("SELECT 1 FROM duplicate_rows WHERE generation = ? LIMIT 1",
-                               (gen,)).fetchone():
-            yield from lines
-            return
-        dups = self.db.execute(
-            "SELECT d.row_number, d.row_key, " + n("r.event_type") + ", " + n("r.lookup_key")
-            + ", " + n("r.lookup_value") + ", " + n("r.event_id")
-            + ", NULL, NULL, " + n("r.merge_mode") + ", 'duplicate', NULL, NULL, 0, "
-            "'same content as row ' || d.first_row_number, NULL, " + n("r.attributes")
-            + ", NULL, " + n("r.run_id") + " FROM duplicate_rows d "
-            "JOIN rows r ON r.row_key = d.row_key "
-            "WHERE d.generation = ? ORDER BY d.row_number",
-            (gen,),
-        )
-        yield from heapq.merge(lines, dups, key=itemgetter(0))
-
-    def report_rows(self, generation: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every line of the sheet's rows as a dict, in sheet order (see `gone_rows`)."""
-        for line in self.sheet_tuples(generation):
-            yield dict(zip(REPORT_COLUMNS, line, strict=True))
-
-    def gone_rows(self, generation: int) -> Iterator[dict[str, Any]]:
-        """`gone_tuples` as dicts."""
-        for line in self.gone_tuples(generation):
-            yield dict(zip(REPORT_COLUMNS, line, strict=True))
-
-    def applied_mutations(self) -> Iterator[dict[str, Any]]:
-        """Applied (or verified) mutations of the latest sheet, with what verify needs."""
-        gen = self.current_generation()
-        cur = self.db.execute(
-            "SELECT m.row_key, m.event_id, m.timestamp, m.attributes_after, m.merge_mode, "
-            "m.status, r.event_type, r.lookup_key, r.lookup_value, r.spec, "
-            "m.attributes_before, r.event_id AS sheet_event_id "
-            "FROM mutations m JOIN rows r ON r.row_key = m.row_key "
-            "WHERE r.generation = ? AND m.status IN ('applied', 'verified', 'mismatch')",
-            (gen,),
-        )
-        cols = [d[0] for d in cur.description]
-        for r in cur:
-            yield dict(zip(cols, r, strict=True))
