@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from pipeline.checkpoint_jobs import open_existing
 from pipeline.client import check_token
 from pipeline.errors import UsageError
 from pipeline.jobs import (
@@ -42,10 +43,8 @@ from pipeline.jobs import (
     apply_sheet,
     default_checkpoint,
     default_report,
-    open_existing,
     plan_sheet,
     report_beside,
-    validate_sheet,
 )
 from pipeline.model import RowProblem, SheetDefaults
 from pipeline.options import DEFAULT_API_URL
@@ -55,6 +54,7 @@ from pipeline.runner import RunOptions
 from pipeline.targets import MPARTICLE
 from pipeline.targets.mparticle.ledger import known_targets, report_lines
 from pipeline.timeutil import parse_timestamp
+from pipeline.validate_job import validate_sheet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -319,7 +319,7 @@ def report(checkpoint: str | Path, *, out: str | Path | None = None) -> pd.DataF
     """A checkpoint's audit report as a DataFrame; also written to `out` (.csv/.parquet/.jsonl)."""
     frame = report_frame(checkpoint)
     if out is not None:
-        from pipeline.jobs import reemit_report
+        from pipeline.checkpoint_jobs import reemit_report
 
         reemit_report(Path(checkpoint), str(out))
     return frame

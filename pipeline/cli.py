@@ -33,7 +33,6 @@ from pipeline.jobs import (
     default_report,
     plan_sheet,
     report_beside,
-    validate_sheet,
 )
 from pipeline.model import RowProblem, SheetDefaults
 from pipeline.options import (
@@ -54,6 +53,7 @@ from pipeline.targets.mparticle import cli_options as mp_cli
 from pipeline.targets.mparticle.deliver import MParticleSetup
 from pipeline.textsafe import printable
 from pipeline.timeutil import TimestampError, parse_timestamp
+from pipeline.validate_job import validate_sheet
 
 
 def _say(message: str, *, err: bool = False) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
+from pipeline.checkpoint_jobs import checkpoint_status, reemit_report
 from pipeline.cli import _say
 from pipeline.client import check_token
-from pipeline.jobs import checkpoint_status, reemit_report
 from pipeline.options import config_option, read_token
 
 

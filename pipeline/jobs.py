@@ -23,34 +23,31 @@ import httpx
 
 from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.checkpoint_jobs import write_run_report
 from pipeline.client import UsermavenClient, check_api_url, make_http_client
 from pipeline.errors import CorrectionsError, SheetError
 from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
 from pipeline.logs import current_run_id
-from pipeline.model import SUCCESS, UNRESOLVED, Correction, RowProblem, SheetDefaults, Status
+from pipeline.model import SUCCESS, Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import url_for_display
-from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
-from pipeline.revert import run_history
+from pipeline.report import COLUMNS, report_format
 from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
 from pipeline.sheet import columns, fingerprint
-from pipeline.storage import is_remote
 from pipeline.targets import MPARTICLE, USERMAVEN
 from pipeline.targets.mparticle.deliver import MParticleResult, MParticleSetup, rows_left
 from pipeline.targets.mparticle.deliver import deliver as deliver_mparticle
 from pipeline.targets.mparticle.ledger import (
     Ledger,
-    has_ledger,
-    known_targets,
     remember_targets,
     report_lines,
 )
-from pipeline.targets.mparticle.mapping import MParticleOptions, offline_problem
 from pipeline.timeutil import utcnow
 from pipeline.transport import AiohttpTransport
 from pipeline.validate import validate_batches
+from pipeline.validate_job import refuse_invalid
 
 log = logging.getLogger("corrections")
 
@@ -119,43 +116,6 @@ def new_run_id() -> str:
     return current_run_id() or f"run-{utcnow().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-# -- validate -------------------------------------------------------------------------------
-
-
-@dataclass
-class ValidationOutcome:
-    rows: int = 0
-    valid: int = 0
-    problems: int = 0
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.problems == 0 else EXIT_USAGE
-
-
-def validate_sheet(job: SheetJob,
-                   on_problem: Callable[[RowProblem], None] | None = None, *,
-                   mparticle: MParticleOptions | None = None,
-                   usermaven: bool = True) -> ValidationOutcome:
-    """Read and check every row offline; problems go to `on_problem` as they are found.
-
-    With `mparticle`, rows are also checked against mParticle's documented limits.
-    """
-    out = ValidationOutcome()
-    job = replace(job, usermaven=usermaven)
-    for batch in job.batches():
-        for item in batch:
-            out.rows += 1
-            item = _mparticle_problem(item, mparticle, usermaven)
-            if isinstance(item, RowProblem):
-                out.problems += 1
-                if on_problem is not None:
-                    on_problem(item)
-            else:
-                out.valid += 1
-    return out
-
-
 # -- apply / plan ---------------------------------------------------------------------------
 
 
@@ -193,7 +153,7 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
         raise SheetError("no target: give --target usermaven and/or --target mparticle")
     job = replace(job, usermaven=target is not None)
     if strict:
-        _refuse_invalid(job, mparticle.options if mparticle else None,
+        refuse_invalid(job, mparticle.options if mparticle else None,
                         usermaven=target is not None)
     with RunLock(checkpoint):
         cp = Checkpoint(checkpoint)
@@ -245,37 +205,6 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
         finally:
             cp.close()
         return outcome
-
-
-def _mparticle_problem(item: Correction | RowProblem, options: MParticleOptions | None,
-                       usermaven: bool) -> Correction | RowProblem:
-    """A valid row that mParticle could not take, as a problem (when mParticle is a target)."""
-    if options is None or isinstance(item, RowProblem):
-        return item
-    problem = offline_problem(item, options, usermaven=usermaven)
-    if problem is None:
-        return item
-    return RowProblem(item.row_number, item.row_key, problem.column,
-                      f"mparticle: {problem.message}")
-
-
-def _refuse_invalid(job: SheetJob, mparticle: MParticleOptions | None = None,
-                    usermaven: bool = True) -> None:
-    problems: list[str] = []
-    n = 0
-    for batch in job.batches():
-        for item in batch:
-            item = _mparticle_problem(item, mparticle, usermaven)
-            if isinstance(item, RowProblem):
-                n += 1
-                if len(problems) < 20:
-                    problems.append(str(item))
-    if n:
-        more = f"\n  … and {n - len(problems)} more" if n > len(problems) else ""
-        raise SheetError(
-            f"--strict: {n} invalid row(s), nothing was sent:\n  " + "\n  ".join(problems)
-            + more
-        )
 
 
 def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoint,
@@ -370,7 +299,7 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
         if not (result.stop_reason or result.fatal or signum is not None):
             keep(cp.mark_complete, generation, digest)
     try:
-        lines = _write_report(cp, generation, targets, report, keep)
+        lines = write_run_report(cp, generation, targets, report, keep)
     except (OSError, CorrectionsError) as exc:
         # the run's work is done and recorded: say where the report failed, not "exit 2"
         lines = 0
@@ -438,40 +367,6 @@ def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
     return hashlib.sha256(meaning.encode()).hexdigest()
 
 
-def _write_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
-                  report: Path | str, keep: Callable[..., Any] | None = None) -> int:
-    """Write the report from the checkpoint, unless that very report is already there.
-
-    The report at a path is current when it was written from the checkpoint's present
-    state and the file is untouched since; then a million-line rewrite is skipped.
-    """
-    stamp = cp.report_stamp(report)
-    if stamp is not None and stamp == _file_stamp(report):
-        log.info("report %s is current; not rewritten", url_for_display(str(report)),
-                 extra={"event": "report_current", "report": url_for_display(str(report))})
-        return sum(cp.status_counts(generation).values())
-    columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
-    if targets == (USERMAVEN,) and report_format(report) == "csv":
-        lines = write_report(cp.report_tuples(generation, for_csv=True), report,
-                             columns=columns, csv_ready=True)
-    else:
-        lines = write_report(report_lines(cp, generation, targets), report, columns=columns)
-    if (file_stamp := _file_stamp(report)) is not None:
-        (keep or (lambda fn, *a: fn(*a)))(cp.record_report, report, file_stamp)
-    return lines
-
-
-def _file_stamp(report: Path | str) -> str | None:
-    """Size and modification time of a local report file (None for s3 or a missing file)."""
-    if is_remote(report):
-        return None
-    try:
-        st = Path(report).stat()
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def _no_usermaven(run_id: str) -> RunResult:
     """The Usermaven part of a run that does not target Usermaven: nothing done."""
     return RunResult(run_id=run_id, exit_code=0, elapsed=0.0, requests=0, lookups=0,
@@ -503,55 +398,3 @@ def _exit_code(result: RunResult, counts: dict[str, int], signum: int | None) ->
     return EXIT_ROWS if bad else EXIT_OK
 
 
-# -- status / report ------------------------------------------------------------------------
-
-
-def open_existing(checkpoint: Path) -> Checkpoint:
-    if not checkpoint.exists():
-        raise SheetError(f"no checkpoint at {checkpoint}; run `corrections apply` first")
-    return Checkpoint(checkpoint, create=False)
-
-
-def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
-    cp = open_existing(checkpoint)
-    try:
-        last = cp.last_run() or {}
-        counts = cp.status_counts()
-        return {
-            "checkpoint": str(checkpoint),
-            "counts": counts,
-            "events": cp.mutation_counts(),
-            "left": sum(n for s, n in counts.items() if Status(s) not in SUCCESS),
-            "retryable": sum(n for s, n in counts.items()
-                             if Status(s) in (Status.PENDING, Status.FAILED)),
-            "unresolved": sum(n for s, n in counts.items() if Status(s) in UNRESOLVED),
-            "targets": _target_counts(cp, counts),
-            "last_run": {k: last.get(k) for k in ("run_id", "command", "started_at",
-                                                   "finished_at", "sheet", "exit_code",
-                                                   "requests", "retries")},
-            "runs": run_history(cp),
-        }
-    finally:
-        cp.close()
-
-
-def _target_counts(cp: Checkpoint, counts: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Rows by status per target the last run delivered to."""
-    targets = known_targets(cp)
-    out: dict[str, dict[str, int]] = {}
-    if USERMAVEN in targets:
-        out[USERMAVEN] = counts
-    if MPARTICLE in targets and has_ledger(cp):
-        out[MPARTICLE] = Ledger(cp).row_counts(cp.current_generation())
-    return out
-
-
-def reemit_report(checkpoint: Path, out: Path | str) -> int:
-    report_format(out)
-    cp = open_existing(checkpoint)
-    try:
-        targets = known_targets(cp)
-        columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
-        return write_report(report_lines(cp, None, targets), out, columns=columns)
-    finally:
-        cp.close()

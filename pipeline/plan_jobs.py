@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.checkpoint_jobs import open_existing
 from pipeline.errors import SheetError
-from pipeline.jobs import ApplyOutcome, SheetJob, Target, open_existing
+from pipeline.jobs import ApplyOutcome, SheetJob, Target
 from pipeline.model import Correction, RowProblem
 from pipeline.planfile import Plan, PlanError, read_plan, write_plan
 from pipeline.planning import plan_corrections, plan_from_checkpoint, sheet_users

@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 
 from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.checkpoint_jobs import open_existing
 from pipeline.client import UsermavenClient, make_http_client
 from pipeline.errors import ApiError, AuthError, FatalApiError, UsageError
-from pipeline.jobs import new_run_id, open_existing
+from pipeline.jobs import new_run_id
 from pipeline.jsontypes import holds, same_json
 from pipeline.lock import RunLock
 from pipeline.model import FoundEvent, Status, Window

@@ -28,7 +28,7 @@ from conftest import REPO, read_report, run_cli, shared_file, write_csv
 from jsonschema import Draft7Validator
 
 from pipeline.errors import SheetError
-from pipeline.jobs import ApplyOutcome, SheetJob, Target, apply_sheet, plan_sheet, validate_sheet
+from pipeline.jobs import ApplyOutcome, SheetJob, Target, apply_sheet, plan_sheet
 from pipeline.model import SheetDefaults
 from pipeline.report import COLUMNS, TARGET_COLUMNS
 from pipeline.runner import RunOptions
@@ -51,6 +51,7 @@ from pipeline.targets.mparticle.limits import (
     MAX_REQUEST_BYTES,
 )
 from pipeline.targets.mparticle.mapping import MParticleOptions, User, source_message_id
+from pipeline.validate_job import validate_sheet
 
 SCHEMA = "specs/mparticle/mparticle.inbound.eventsapi.schema.json"
 FAST = {"backoff_base": 0.001, "backoff_max": 0.01}

@@ -1,0 +1,108 @@
+"""The jobs that read a checkpoint back: `status`, `report`, and writing a run's report.
+
+The report is always written from the checkpoint (never from what a run remembers), so a
+rerun, a resume or `corrections report` give the same lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.errors import SheetError
+from pipeline.model import SUCCESS, UNRESOLVED, Status
+from pipeline.redact import url_for_display
+from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
+from pipeline.revert import run_history
+from pipeline.storage import is_remote
+from pipeline.targets import MPARTICLE, USERMAVEN
+from pipeline.targets.mparticle.ledger import Ledger, has_ledger, known_targets, report_lines
+
+log = logging.getLogger("corrections")
+
+def write_run_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
+                  report: Path | str, keep: Callable[..., Any] | None = None) -> int:
+    """Write the report from the checkpoint, unless that very report is already there.
+
+    The report at a path is current when it was written from the checkpoint's present
+    state and the file is untouched since; then a million-line rewrite is skipped.
+    """
+    stamp = cp.report_stamp(report)
+    if stamp is not None and stamp == file_stamp(report):
+        log.info("report %s is current; not rewritten", url_for_display(str(report)),
+                 extra={"event": "report_current", "report": url_for_display(str(report))})
+        return sum(cp.status_counts(generation).values())
+    columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
+    if targets == (USERMAVEN,) and report_format(report) == "csv":
+        lines = write_report(cp.report_tuples(generation, for_csv=True), report,
+                             columns=columns, csv_ready=True)
+    else:
+        lines = write_report(report_lines(cp, generation, targets), report, columns=columns)
+    if (stamp := file_stamp(report)) is not None:
+        (keep or (lambda fn, *a: fn(*a)))(cp.record_report, report, stamp)
+    return lines
+
+
+def file_stamp(report: Path | str) -> str | None:
+    """Size and modification time of a local report file (None for s3 or a missing file)."""
+    if is_remote(report):
+        return None
+    try:
+        st = Path(report).stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def open_existing(checkpoint: Path) -> Checkpoint:
+    if not checkpoint.exists():
+        raise SheetError(f"no checkpoint at {checkpoint}; run `corrections apply` first")
+    return Checkpoint(checkpoint, create=False)
+
+
+def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
+    cp = open_existing(checkpoint)
+    try:
+        last = cp.last_run() or {}
+        counts = cp.status_counts()
+        return {
+            "checkpoint": str(checkpoint),
+            "counts": counts,
+            "events": cp.mutation_counts(),
+            "left": sum(n for s, n in counts.items() if Status(s) not in SUCCESS),
+            "retryable": sum(n for s, n in counts.items()
+                             if Status(s) in (Status.PENDING, Status.FAILED)),
+            "unresolved": sum(n for s, n in counts.items() if Status(s) in UNRESOLVED),
+            "targets": _target_counts(cp, counts),
+            "last_run": {k: last.get(k) for k in ("run_id", "command", "started_at",
+                                                   "finished_at", "sheet", "exit_code",
+                                                   "requests", "retries")},
+            "runs": run_history(cp),
+        }
+    finally:
+        cp.close()
+
+
+def _target_counts(cp: Checkpoint, counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Rows by status per target the last run delivered to."""
+    targets = known_targets(cp)
+    out: dict[str, dict[str, int]] = {}
+    if USERMAVEN in targets:
+        out[USERMAVEN] = counts
+    if MPARTICLE in targets and has_ledger(cp):
+        out[MPARTICLE] = Ledger(cp).row_counts(cp.current_generation())
+    return out
+
+
+def reemit_report(checkpoint: Path, out: Path | str) -> int:
+    report_format(out)
+    cp = open_existing(checkpoint)
+    try:
+        targets = known_targets(cp)
+        columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
+        return write_report(report_lines(cp, None, targets), out, columns=columns)
+    finally:
+        cp.close()
