@@ -249,7 +249,7 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
             runner = Runner(cp, client, options, run_id=run_id, generation=generation,
                             on_row=on_row, progress=progress)
             if job.names_explicit_keys():
-                runner.explicit_keys.learn(job.batches())  # order-independent key rule
+                runner.decider.explicit_keys.learn(job.batches())  # order-independent keys
             with signals.on_loop(asyncio.get_running_loop(), runner.request_stop,
                                  install_signals):
                 if early:

@@ -129,3 +129,9 @@ def row_status(outcomes: Iterable[Status]) -> Status:
     if Status.DUPLICATE in found:
         return Status.DUPLICATE
     return Status.UNCHANGED if not found else next(iter(found))
+
+
+def outcome_fields(intent: Intent, tries: int, exc: Any) -> dict[str, Any]:
+    """What the checkpoint records of a mutation that ended in an API error."""
+    return {"attempts": intent.attempts + tries, "http_status": exc.http_status,
+            "error": str(exc)}

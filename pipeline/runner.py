@@ -36,7 +36,6 @@ from pipeline.errors import (
     TransportFailure,
     UntrustedAnswer,
 )
-from pipeline.explicit_keys import ExplicitKeys
 from pipeline.faults import checkpoint_write_error, describe
 from pipeline.jsontypes import holds
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
@@ -51,14 +50,13 @@ from pipeline.run_types import (  # RunOptions, RunResult, RunTotals: re-exporte
     RunOptions,
     RunResult,
     RunTotals,
+    outcome_fields,
     row_status,
 )
 from pipeline.throttle import Stopped
 from pipeline.timeutil import month_window, parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
-
-_RESEND = RESEND  # intent states a run (re)sends; everything else is final
 
 
 class Runner(RunControl):
@@ -84,11 +82,6 @@ class Runner(RunControl):
         self.totals = RunTotals()
         self._chains: dict[str, asyncio.Task[None]] = {}
         self.decider = Decider(checkpoint, options)  # keys and no-op checks, in sheet order
-
-    @property
-    def explicit_keys(self) -> ExplicitKeys:
-        """Explicit keys several rows of the sheet share (learned before the run)."""
-        return self.decider.explicit_keys
 
     # -- the run ------------------------------------------------------------------------
 
@@ -136,13 +129,10 @@ class Runner(RunControl):
         return self._result(started)
 
     def _result(self, started: float) -> RunResult:
-        return RunResult(
-            run_id=self.run_id, exit_code=0, elapsed=time.monotonic() - started,
-            requests=self.client.requests, lookups=self.cache.requests,
-            mutations=self.totals.mutations_sent, retries=self.stats.retries,
-            throttled=self.stats.throttled, totals=self.totals, stop_reason=self.stop_reason,
-            fatal=str(self.fatal) if self.fatal else None,
-        )
+        return RunResult(self.run_id, 0, time.monotonic() - started, self.client.requests,
+                         self.cache.requests, self.totals.mutations_sent, self.stats.retries,
+                         self.stats.throttled, self.totals, self.stop_reason,
+                         str(self.fatal) if self.fatal else None)
 
     # -- stage 1: resolution --------------------------------------------------------------
 
@@ -159,7 +149,7 @@ class Runner(RunControl):
             i.status is Status.DRIFTED for i in state.intents)
         if state and state.intents and not recheck:
             intents = [
-                await self._reconcile_if_stale(c, i) if i.status in _RESEND
+                await self._reconcile_if_stale(c, i) if i.status in RESEND
                 # a mutation's 404 is unresolved too: --retry-unresolved resends it (same key)
                 else replace(i, status=Status.PENDING)
                 if i.status is Status.NOT_FOUND and self.opts.retry_unresolved else i
@@ -298,9 +288,9 @@ class Runner(RunControl):
     def _dispatch(self, job: RowJob, intents: list[Intent], window: asyncio.Semaphore) -> None:
         """Start sending a row's intents (committed by now), chained per event."""
         job.dispatched = True
-        to_send = [i for i in intents if i.status in _RESEND]
+        to_send = [i for i in intents if i.status in RESEND]
         for i in intents:
-            if i.status not in _RESEND:
+            if i.status not in RESEND:
                 job.outcomes[i.event_id] = i.status
         if not to_send or self.opts.plan_only or self.stopping:
             for i in to_send:
@@ -385,11 +375,11 @@ class Runner(RunControl):
                 on_attempt=count,
             )
         except NotFoundError as exc:
-            return Status.NOT_FOUND, self._kw(intent, tries, exc)
+            return Status.NOT_FOUND, outcome_fields(intent, tries, exc)
         except ConflictError as exc:
-            return Status.CONFLICT, self._kw(intent, tries, exc)
+            return Status.CONFLICT, outcome_fields(intent, tries, exc)
         except RejectedError as exc:
-            return Status.REJECTED, self._kw(intent, tries, exc)
+            return Status.REJECTED, outcome_fields(intent, tries, exc)
         except (AuthError, FatalApiError) as exc:
             self._fatal(exc)
             return Status.PENDING, {"attempts": intent.attempts + tries}
@@ -401,12 +391,8 @@ class Runner(RunControl):
         except TransientError as exc:
             if self.stopping and isinstance(exc, TransportFailure):
                 return Status.PENDING, {"attempts": intent.attempts + tries}
-            return Status.FAILED, self._kw(intent, tries, exc)
+            return Status.FAILED, outcome_fields(intent, tries, exc)
         return Status.APPLIED, {"attempts": intent.attempts + tries,
                                 "mutation_id": result.mutation_id,
                                 "http_status": result.http_status}
 
-    @staticmethod
-    def _kw(intent: Intent, tries: int, exc: Any) -> dict[str, Any]:
-        return {"attempts": intent.attempts + tries, "http_status": exc.http_status,
-                "error": str(exc)}
