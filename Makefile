@@ -20,6 +20,7 @@ demo: $(STAMP)  ## exit 1 is expected: the sample sheet shows every failure stat
 
 test: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/mypy pipeline
 	$(BIN)/pytest
 
 lint: $(STAMP)
