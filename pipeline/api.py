@@ -26,7 +26,7 @@ import contextlib
 import contextvars
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from pipeline.api_plans import PlanMethods, SavedPlan
 from pipeline.checkpoint_jobs import open_existing
 from pipeline.client import check_token
 from pipeline.errors import UsageError
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Corrections", "RunOptions", "RunSummary", "Sheet", "ValidationSummary",
+__all__ = ["Corrections", "RunOptions", "RunSummary", "SavedPlan", "Sheet", "ValidationSummary",
            "VerifySummary", "apply", "apply_async", "plan", "plan_async", "report", "validate",
            "verify"]
 
@@ -158,7 +159,7 @@ class VerifySummary:
         return report_frame(self.checkpoint)
 
 
-class Corrections:
+class Corrections(PlanMethods):
     """One API (URL and token) and the run options; each method is one command.
 
     `token` defaults to the USERMAVEN_TOKEN environment variable. `transport` lets tests and
@@ -237,18 +238,6 @@ class Corrections:
                ) -> pd.DataFrame:
         """The audit report of a checkpoint as a DataFrame (also written to `out` if given)."""
         return report(checkpoint, out=out)
-
-    def revert(self, checkpoint: str | Path, *, runs: Sequence[str] | None = None,
-               out: str | Path | None = None, force: bool = False) -> Path:
-        """Write the plan that undoes `runs` (default: all) of a checkpoint; offline.
-
-        Apply it with `corrections apply --plan PATH`, like any reviewed plan.
-        """
-        from pipeline.plan_jobs import write_revert
-
-        done = write_revert(Path(checkpoint), runs, out=Path(out) if out else None,
-                            force=force)
-        return done.out
 
     # -- the work -------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import read_report, run_cli, write_csv
 
+from pipeline.planfile import PlanError
 from pipeline.sandbox.server import SANDBOX_TOKEN
 
 ENV = {"USERMAVEN_TOKEN": SANDBOX_TOKEN}
@@ -151,3 +153,31 @@ def test_apply_needs_a_sheet_or_a_plan(tmp_path):
     res = run_cli(["apply"], env=ENV)
     assert res.returncode == 2
     assert "--plan" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_library_saves_applies_and_reverts_a_plan_from_a_running_loop(sandbox, tmp_path):
+    """`Corrections.save_plan` → `apply_plan(expect_digest=…)` → `revert` → `apply_plan`
+    work from inside an event loop (a notebook) and leave every event as it was."""
+    import asyncio
+
+    from pipeline import Corrections, Sheet
+
+    before = {o: dict(event_of(sandbox, o)["attributes"]) for o, _ in PRICES}
+    sheet = write_csv(tmp_path / "lib.csv",
+                      [{"order_id": o, "set.final_price": p} for o, p in PRICES])
+    fixes = Sheet(sheet, event_type="order_completed", match="order_id", start="2026-09",
+                  end="2026-09")
+    c = Corrections(sandbox.url, SANDBOX_TOKEN)
+
+    async def notebook() -> None:
+        saved = c.save_plan(fixes, tmp_path / "lib.plan.json")
+        assert saved.items == len(PRICES) and saved.digest.startswith("sha256:")
+        with pytest.raises(PlanError):
+            c.apply_plan(saved.path, expect_digest="sha256:" + "1" * 64)
+        done = await c.apply_plan_async(saved.path, expect_digest=saved.digest)
+        assert done.exit_code == 0 and done.counts == {"applied": len(PRICES)}
+        undo = c.revert(done.checkpoint, runs=[done.run_id], out=tmp_path / "undo.plan.json")
+        assert c.apply_plan(undo).exit_code == 0
+
+    asyncio.run(notebook())
+    assert {o: event_of(sandbox, o)["attributes"] for o, _ in PRICES} == before
