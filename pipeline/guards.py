@@ -17,25 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.jsontypes import same_json
+
 #: How many differing attributes a drift message names before it says "and N more".
 _SHOWN = 5
-
-
-def same_json(a: Any, b: Any) -> bool:
-    """Equal as JSON values, type included, at every depth."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if isinstance(a, int) and isinstance(b, int):
-        return a == b
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, float) and isinstance(b, float) and a == b
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, str) and isinstance(b, str):
-        return a == b
-    return a is None and b is None
 
 
 @dataclass(frozen=True)

@@ -1,54 +1,13 @@
 """Guards: `expect.<attr>` cells and plan items send a change only where the event still
-holds what was expected, compared as JSON values with their types."""
+holds what was expected, compared as JSON values with their types (`pipeline.jsontypes`,
+whose properties `tests/test_outcomes_types.py` checks)."""
 
 from __future__ import annotations
 
 from conftest import read_report, run_cli, write_csv
-from hypothesis import given
-from hypothesis import strategies as st
 from test_plans import ENV, WINDOW, event_of
 
-from pipeline.guards import Guard, same_json
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers()
-    | st.floats(allow_nan=False).map(lambda f: f + 0.0) | st.text(),  # no -0.0
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=10)
-
-
-@given(json_values)
-def test_every_json_value_equals_itself(value):
-    """Equality is reflexive for any JSON value."""
-    assert same_json(value, value)
-
-
-@given(json_values, json_values)
-def test_equal_values_have_the_same_canonical_json(a, b):
-    """Two values are equal exactly when their JSON texts (types included) agree."""
-    import json
-
-    def text(v):
-        return json.dumps(v, sort_keys=True)
-
-    assert same_json(a, b) == (text(a) == text(b) and _types(a) == _types(b))
-
-
-def _types(v):
-    if isinstance(v, dict):
-        return {k: _types(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_types(x) for x in v]
-    return type(v).__name__
-
-
-def test_true_is_not_one_and_one_is_not_one_point_zero():
-    """`true` ≠ `1` ≠ `1.0` ≠ `"1"`, also nested."""
-    assert not same_json(True, 1)
-    assert not same_json(1, 1.0)
-    assert not same_json(1, "1")
-    assert not same_json({"a": [1]}, {"a": [True]})
-    assert same_json({"a": [1, {"b": None}]}, {"a": [1, {"b": None}]})
+from pipeline.guards import Guard
 
 
 def test_a_whole_state_guard_notices_added_and_dropped_attributes():
