@@ -26,6 +26,7 @@ from typing import Any
 from pipeline.errors import SheetError
 from pipeline.guards import Guard
 from pipeline.keys import canonical_json
+from pipeline.private_files import fsync_dir, open_private, refuse_symlink
 
 PLAN_FORMAT = "corrections-plan/1"
 DIGEST_PREFIX = "sha256:"
@@ -145,22 +146,20 @@ def write_plan(plan: Plan, path: Path) -> str:
     text = json.dumps({"digest": digest, "plan": body}, ensure_ascii=False, indent=1,
                       sort_keys=True)
     path = Path(path)
+    refuse_symlink(path, "plan file", PlanError)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(open_private(tmp, "plan file", os.O_WRONLY | os.O_CREAT | os.O_EXCL),
+                       "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        if path.is_symlink():
-            raise PlanError(f"{path} is a symbolic link; refusing to write the plan through "
-                            "it. Give the path of a regular file.")
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise PlanError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return digest
 
 

@@ -181,3 +181,21 @@ def test_the_library_saves_applies_and_reverts_a_plan_from_a_running_loop(sandbo
 
     asyncio.run(notebook())
     assert {o: event_of(sandbox, o)["attributes"] for o, _ in PRICES} == before
+
+
+def test_a_plan_file_is_private_and_never_written_through_a_link(sandbox, tmp_path):
+    """The plan (event attributes inside) is 0600; a link planted at its path is refused."""
+    import os
+    import stat
+
+    _, plan, _ = make_plan(sandbox, tmp_path)
+    assert stat.S_IMODE(os.stat(plan).st_mode) == 0o600
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "linked.plan.json"
+    link.symlink_to(victim)
+    sheet = tmp_path / "prices.csv"
+    res = run_cli(["plan", str(sheet), *WINDOW, "--api-url", sandbox.url, "--out", str(link)],
+                  env=ENV)
+    assert res.returncode == 2 and "symbolic link" in res.stderr
+    assert victim.read_text() == "keep me"
