@@ -66,7 +66,7 @@ def test_a_signal_while_the_report_is_written_leaves_it_whole_and_no_temporary_f
     sheet = write_csv(tmp_path / "s.csv", order_rows(40))
     script = """
 import os, signal
-import pipeline.jobs as jobs
+import pipeline.checkpoint_jobs as jobs
 real = jobs.write_report
 def writing(rows, *a, **kw):
     def then_signal():
