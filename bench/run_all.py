@@ -2,7 +2,7 @@
 
 Each bench prints a `BENCH-RESULT {json}` line; this collects them. A bench that crashes is a
 FAIL row with its exit code, not a missing row. Results also go to bench/out/results.json.
-Usage: python bench/run_all.py [NAME ...]   (names: throughput naive vs_naive cpu memory
+Usage: python bench/run_all.py [NAME ...]   (names: throughput naive vs_naive vs_bare cpu memory
 resume economy; default all)
 """
 
@@ -22,7 +22,8 @@ sys.path.insert(0, str(HERE))
 
 from common import OUT, RESULT_PREFIX  # noqa: E402
 
-BENCHES = ("throughput", "naive", "vs_naive", "cpu", "memory", "resume", "economy", "plans")
+BENCHES = ("throughput", "naive", "vs_naive", "vs_bare", "cpu", "memory", "resume", "economy",
+           "plans")
 
 
 def run_one(name: str) -> list[dict[str, object]]:
