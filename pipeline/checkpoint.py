@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import checkpoint_migrate as migrate
 from pipeline.checkpoint_file import open_checkpoint, use_wal
 from pipeline.checkpoint_reports import ReadBack
 from pipeline.checkpoint_runs import RunRecords
@@ -85,16 +86,26 @@ class Registration:
 
 
 class Checkpoint(RunRecords, ReadBack):
-    """Open (or create) a checkpoint file. Refuses files of another version or target."""
+    """Open (or create) a checkpoint file; upgrade an earlier schema (when writing), refuse a
+    later one or another target."""
 
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True,
+                 upgrade: bool | None = None) -> None:
+        """`create`: make the file when there is none. `upgrade` (default: as `create`, i.e.
+        for commands that write): bring a file of an earlier schema version to this one;
+        otherwise it is read as it is."""
         self.path = Path(path)
         self._last_commit = time.monotonic()
         try:
             self.db = open_checkpoint(self.path, create=create)
             try:
-                self._check_existing()
+                version = self._check_existing()
                 use_wal(self.db)
+                if create if upgrade is None else upgrade:
+                    migrate.upgrade(self.db, self.path, version)
+                    version = SCHEMA_VERSION
+                #: The file's schema version (older than `SCHEMA_VERSION` only when read as is).
+                self.schema_version = version
                 self.db.executescript(INDEXES_SQL)
             except BaseException:
                 self.db.close()
@@ -107,19 +118,28 @@ class Checkpoint(RunRecords, ReadBack):
 
     # -- identity -----------------------------------------------------------------------
 
-    def _check_existing(self) -> None:
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+    def _check_existing(self) -> int:
+        """The file's schema version, once it is known to be a checkpoint this release reads."""
+        tables = {r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables or self.meta("schema_version") is None:
+            raise self._not_a_checkpoint()
+        text = self.meta("schema_version")
+        version = migrate.readable_version(text)
+        if version is None:
             raise CheckpointError(
-                f"{self.path} is an SQLite file but not a corrections checkpoint; refusing to "
-                "touch it. Point --checkpoint at another path."
-            )
-        version = self.meta("schema_version")
-        if version != str(SCHEMA_VERSION):
-            raise CheckpointError(
-                f"{self.path} has checkpoint schema version {version}; this corrections "
+                f"{self.path} has checkpoint schema version {text}; this corrections "
                 f"understands version {SCHEMA_VERSION}. Use the matching corrections release."
             )
+        if not set(migrate.TABLES[version]) <= tables:
+            raise self._not_a_checkpoint()
+        return version
+
+    def _not_a_checkpoint(self) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path} is an SQLite file but not a corrections checkpoint; refusing to "
+            "touch it. Point --checkpoint at another path."
+        )
 
     def bind_namespace(self, namespace: str) -> None:
         """Tie the checkpoint to one key namespace (DESIGN §5): its keys, kept for resuming,

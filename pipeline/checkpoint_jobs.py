@@ -57,10 +57,12 @@ def file_stamp(report: Path | str) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def open_existing(checkpoint: Path) -> Checkpoint:
+def open_existing(checkpoint: Path, *, upgrade: bool = False) -> Checkpoint:
+    """An existing checkpoint; one of an earlier schema is read as it is unless `upgrade`
+    (commands that write to it, under its lock)."""
     if not checkpoint.exists():
         raise SheetError(f"no checkpoint at {checkpoint}; run `corrections apply` first")
-    return Checkpoint(checkpoint, create=False)
+    return Checkpoint(checkpoint, create=False, upgrade=upgrade)
 
 
 def checkpoint_status(checkpoint: Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 
 from pipeline.model import Correction, RowProblem, Status
 
-SCHEMA_VERSION = 1
+#: Version 2: the delivery tables joined the schema (`pipeline.checkpoint_migrate` upgrades 1).
+SCHEMA_VERSION = 2
 
 #: The audit report's columns, in order (`pipeline.report` writes them).
 REPORT_COLUMNS = (
@@ -22,7 +23,32 @@ REPORT_COLUMNS = (
 )
 
 #: The tables `SCHEMA_SQL` creates (a file holding other tables is not a checkpoint).
-CORE_TABLES = ("meta", "runs", "rows", "duplicate_rows", "mutations")
+CORE_TABLES = ("meta", "runs", "rows", "duplicate_rows", "mutations", "delivery_batches",
+               "deliveries")
+
+# Deliveries to targets that take batches (mParticle): the `target` column says whose.
+# `delivery_batches` holds each batch's exact body, committed before it is sent, so a resend
+# after any crash carries the very same bytes; `deliveries` is one per (target, row, event).
+DELIVERY_SQL = """
+CREATE TABLE IF NOT EXISTS delivery_batches (
+    target TEXT NOT NULL, batch_id TEXT NOT NULL, endpoint TEXT NOT NULL,
+    user_key TEXT NOT NULL, body TEXT NOT NULL, ord INTEGER NOT NULL, status TEXT NOT NULL,
+    http_status INTEGER, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, created_at TEXT,
+    done_at TEXT, run_id TEXT,
+    PRIMARY KEY (target, batch_id)
+);
+CREATE INDEX IF NOT EXISTS delivery_batches_by_status ON delivery_batches (target, status, ord);
+CREATE TABLE IF NOT EXISTS deliveries (
+    target TEXT NOT NULL, row_key TEXT NOT NULL, event_key TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0, event_id TEXT, event_time TEXT, source_message_id TEXT,
+    batch_id TEXT, endpoint TEXT, status TEXT NOT NULL, http_status INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0, error TEXT, payload TEXT, intent_at TEXT,
+    accepted_at TEXT, run_id TEXT,
+    PRIMARY KEY (target, row_key, event_key)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_batch ON deliveries (target, batch_id);
+CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (target, source_message_id);
+"""
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,7 +80,7 @@ CREATE TABLE IF NOT EXISTS mutations (
     PRIMARY KEY (row_key, event_id)
 );
 CREATE INDEX IF NOT EXISTS mutations_by_key ON mutations (idempotency_key);
-"""
+""" + DELIVERY_SQL
 
 # Indexes that make a rerun of a finished million-row sheet cheap (counts without scans);
 # also added to checkpoints made before they existed.

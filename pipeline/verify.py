@@ -207,7 +207,7 @@ def verify(checkpoint_path: Path, api_url: str, token: str, *, wait: float,
            transport: httpx.AsyncBaseTransport | None = None) -> VerifyOutcome:
     """Lock the checkpoint, check it belongs to this API, verify, record."""
     with RunLock(checkpoint_path):
-        cp = open_existing(checkpoint_path)
+        cp = open_existing(checkpoint_path, upgrade=True)
         try:
             if cp.meta("api_url") == "sandbox":
                 raise UsageError(

@@ -1,7 +1,7 @@
 """The mParticle side of the checkpoint: deliveries per (row, event) and the batches they ride.
 
-Tables live in the checkpoint file (created on first use, `CREATE TABLE IF NOT EXISTS`, so the
-checkpoint's schema version stays 1 and Usermaven tables are untouched):
+Its tables belong to the checkpoint's schema (`pipeline.checkpoint_schema`, created with the
+checkpoint; a checkpoint of an earlier release gains them when a run upgrades it):
 
 * `delivery_batches` — one per batch: its `source_request_id` (`batch_id`), endpoint, exact
   body, status. Committed *before* the request leaves, so a resend after any crash sends the
@@ -25,27 +25,6 @@ from pipeline.errors import CheckpointError
 from pipeline.targets import MPARTICLE, USERMAVEN
 from pipeline.targets.mparticle.batching import Outgoing, PlannedBatch
 from pipeline.timeutil import format_api, utcnow
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS delivery_batches (
-    target TEXT NOT NULL, batch_id TEXT NOT NULL, endpoint TEXT NOT NULL,
-    user_key TEXT NOT NULL, body TEXT NOT NULL, ord INTEGER NOT NULL, status TEXT NOT NULL,
-    http_status INTEGER, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, created_at TEXT,
-    done_at TEXT, run_id TEXT,
-    PRIMARY KEY (target, batch_id)
-);
-CREATE INDEX IF NOT EXISTS delivery_batches_by_status ON delivery_batches (target, status, ord);
-CREATE TABLE IF NOT EXISTS deliveries (
-    target TEXT NOT NULL, row_key TEXT NOT NULL, event_key TEXT NOT NULL,
-    seq INTEGER NOT NULL DEFAULT 0, event_id TEXT, event_time TEXT, source_message_id TEXT,
-    batch_id TEXT, endpoint TEXT, status TEXT NOT NULL, http_status INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0, error TEXT, payload TEXT, intent_at TEXT,
-    accepted_at TEXT, run_id TEXT,
-    PRIMARY KEY (target, row_key, event_key)
-);
-CREATE INDEX IF NOT EXISTS deliveries_by_batch ON deliveries (target, batch_id);
-CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (target, source_message_id);
-"""
 
 #: A row's status from its deliveries': the first of these found wins.
 _WORST_FIRST = ("pending", "failed", "rejected", "invalid", "not_found", "ambiguous",
@@ -82,6 +61,8 @@ def _dumps(value: Any) -> str | None:
 
 
 def has_ledger(cp: Checkpoint) -> bool:
+    """False only for a checkpoint of an earlier release read as it is (never upgraded) that
+    never delivered to such a target."""
     return cp.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'deliveries'").fetchone() \
         is not None
 
@@ -93,8 +74,6 @@ class Ledger:
         self.cp = cp
         self.db = cp.db
         self.target = target
-        if not has_ledger(cp):
-            self.db.executescript(_DDL)
 
     # -- identity ---------------------------------------------------------------------
 
