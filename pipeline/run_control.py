@@ -98,27 +98,29 @@ class RunControl:
         if not task.cancelled():
             task.exception()  # retrieved: the sequencer reads it, or a stop made it moot
 
-    async def _drain(self, sequencer: asyncio.Task[None]) -> None:
+    async def _drain(self, sequencer: asyncio.Task[None] | None = None) -> None:
         """Wait for all work in flight; once a stop is asked, only `shutdown_grace` more."""
+        lead = () if sequencer is None else (sequencer,)
         stop_wait = asyncio.create_task(self._stop.wait())
         try:
             while not self.stopping:
-                busy = {t for t in (sequencer, *self._tasks) if not t.done()}
+                busy = {t for t in (*lead, *self._tasks) if not t.done()}
                 if not busy:
                     break
                 await asyncio.wait(busy | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
-        busy = {t for t in (sequencer, *self._tasks) if not t.done()}
+        busy = {t for t in (*lead, *self._tasks) if not t.done()}
         if busy:
             await asyncio.wait(busy, timeout=self.shutdown_grace)
-        leftovers = [t for t in (sequencer, *self._tasks) if not t.done()]
+        leftovers = [t for t in (*lead, *self._tasks) if not t.done()]
         for t in leftovers:
             t.cancel()
         if leftovers:
             await asyncio.gather(*leftovers, return_exceptions=True)
-        if sequencer.done() and not sequencer.cancelled() and sequencer.exception():
-            raise sequencer.exception()  # type: ignore[misc]
+        if sequencer is not None and sequencer.done() and not sequencer.cancelled() \
+                and (exc := sequencer.exception()) is not None:
+            raise exc
 
     @property
     def signal_number(self) -> int | None:

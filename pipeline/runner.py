@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint, Intent, RowState
 from pipeline.client import UsermavenClient
 from pipeline.decide import RESEND, Decider
+from pipeline.engine import HELD_BACK, SETTLED, Engine
 from pipeline.errors import (
     AuthError,
     ConflictError,
@@ -43,7 +45,6 @@ from pipeline.progress import RunProgress
 from pipeline.refresh import current_state
 from pipeline.resolve import LookupCache, LookupIncomplete, Resolution, Resolver
 from pipeline.retry import RetryPolicy
-from pipeline.run_control import RunControl
 from pipeline.run_types import (  # RunOptions, RunResult, RunTotals: re-exported
     EventTarget,
     RowJob,
@@ -59,7 +60,7 @@ from pipeline.timeutil import month_window, parse_timestamp, utcnow
 log = logging.getLogger("corrections")
 
 
-class Runner(RunControl):
+class Runner(Engine):
     """One run over one sheet. Import it and call `run` from a notebook if you like."""
 
     def __init__(self, checkpoint: Checkpoint, client: UsermavenClient, options: RunOptions,
@@ -80,7 +81,6 @@ class Runner(RunControl):
         self.cache = LookupCache(self._lookup_once)
         self.resolver = Resolver(self.cache, options.on_multiple)
         self.totals = RunTotals()
-        self._chains: dict[str, asyncio.Task[None]] = {}
         self.decider = Decider(checkpoint, options)  # keys and no-op checks, in sheet order
 
     # -- the run ------------------------------------------------------------------------
@@ -286,7 +286,7 @@ class Runner(RunControl):
         return self.decider.decide(c, targets), True
 
     def _dispatch(self, job: RowJob, intents: list[Intent], window: asyncio.Semaphore) -> None:
-        """Start sending a row's intents (committed by now), chained per event."""
+        """Start sending a row's intents (committed by now), in order per event."""
         job.dispatched = True
         to_send = [i for i in intents if i.status in RESEND]
         for i in intents:
@@ -299,17 +299,7 @@ class Runner(RunControl):
             return
         job.pending = len(to_send)
         for intent in to_send:
-            prev = self._chains.get(intent.event_id)
-            task = asyncio.create_task(self._send(job, intent, prev, window))
-            self._chains[intent.event_id] = task
-            self._track(task)
-            task.add_done_callback(self._forget(intent.event_id))
-
-    def _forget(self, event_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            if self._chains.get(event_id) is task:
-                del self._chains[event_id]
-        return done
+            self.start((intent.event_id,), partial(self._send, job, intent, window))
 
     def _finish_row(self, job: RowJob, status: Status, error: str | None,
                     window: asyncio.Semaphore) -> None:
@@ -328,19 +318,23 @@ class Runner(RunControl):
 
     # -- stage 3: sending ---------------------------------------------------------------
 
-    async def _send(self, job: RowJob, intent: Intent, prev: asyncio.Task[None] | None,
-                    window: asyncio.Semaphore) -> None:
+    async def _send(self, job: RowJob, intent: Intent, window: asyncio.Semaphore,
+                    held: frozenset[str]) -> tuple[str, ...]:
+        """One intent's mutation (or its holding back), recorded; the row ends with its last."""
         kw: dict[str, Any] = {}
+        status = Status.PENDING
         try:
-            if prev is not None:
-                await asyncio.wait({prev})
-            try:
-                status, kw = await self._mutate(intent)
-            except Exception as exc:  # an answer nobody foresaw: this event fails, retryable
-                status, kw = Status.FAILED, {"attempts": intent.attempts + 1,
-                                             "error": describe(exc)}
+            if held:
+                kw = {"attempts": intent.attempts,
+                      "error": HELD_BACK.format(chain=f"event {intent.event_id}")}
+            else:
+                try:
+                    status, kw = await self._mutate(intent)
+                except Exception as exc:  # an answer nobody foresaw: fails, retryable
+                    status, kw = Status.FAILED, {"attempts": intent.attempts + 1,
+                                                 "error": describe(exc)}
             job.outcomes[intent.event_id] = status
-            if status is not Status.PENDING or kw.get("attempts", 0) > intent.attempts:
+            if held or status is not Status.PENDING or kw.get("attempts", 0) > intent.attempts:
                 try:
                     self.cp.record_outcome(intent.row_key, intent.event_id, status,
                                            run_id=self.run_id, **kw)
@@ -355,44 +349,23 @@ class Runner(RunControl):
                 else:
                     self._finish_row(job, row_status(job.outcomes.values()),
                                      kw.get("error"), window)
+        return () if status in SETTLED else (intent.event_id,)
 
     async def _mutate(self, intent: Intent) -> tuple[Status, dict[str, Any]]:
-        if self.stopping:
-            return Status.PENDING, {"attempts": intent.attempts}
-        tries = 0
-
         def count(n: int) -> None:
-            nonlocal tries
-            tries = n
             if n == 1:
                 self.totals.mutations_sent += 1
 
-        try:
-            result, _ = await self._call(
-                lambda: self.client.mutate(intent.event_id, intent.timestamp,
-                                           intent.attributes_after, intent.merge_mode,
-                                           intent.idempotency_key),
-                on_attempt=count,
-            )
-        except NotFoundError as exc:
-            return Status.NOT_FOUND, outcome_fields(intent, tries, exc)
-        except ConflictError as exc:
-            return Status.CONFLICT, outcome_fields(intent, tries, exc)
-        except RejectedError as exc:
-            return Status.REJECTED, outcome_fields(intent, tries, exc)
-        except (AuthError, FatalApiError) as exc:
-            self._fatal(exc)
-            return Status.PENDING, {"attempts": intent.attempts + tries}
-        except RetryAfterTooLong as exc:
-            self.request_stop(reason=str(exc))
-            return Status.PENDING, {"attempts": intent.attempts + tries}
-        except Stopped:
-            return Status.PENDING, {"attempts": intent.attempts + tries}
-        except TransientError as exc:
-            if self.stopping and isinstance(exc, TransportFailure):
-                return Status.PENDING, {"attempts": intent.attempts + tries}
-            return Status.FAILED, outcome_fields(intent, tries, exc)
-        return Status.APPLIED, {"attempts": intent.attempts + tries,
-                                "mutation_id": result.mutation_id,
-                                "http_status": result.http_status}
-
+        answer = await self.attempt(
+            lambda: self.client.mutate(intent.event_id, intent.timestamp,
+                                       intent.attributes_after, intent.merge_mode,
+                                       intent.idempotency_key),
+            on_attempt=count)
+        if answer.status is Status.APPLIED:
+            assert answer.value is not None
+            return Status.APPLIED, {"attempts": intent.attempts + answer.tries,
+                                    "mutation_id": answer.value.mutation_id,
+                                    "http_status": answer.value.http_status}
+        if answer.error is None:
+            return answer.status, {"attempts": intent.attempts + answer.tries}
+        return answer.status, outcome_fields(intent, answer.tries, answer.error)

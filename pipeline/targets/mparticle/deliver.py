@@ -12,53 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from urllib.parse import urlsplit
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.client import make_http_client
-from pipeline.errors import (
-    AuthError,
-    FatalApiError,
-    RejectedError,
-    RetryAfterTooLong,
-    TransientError,
-    TransportFailure,
-    UnexpectedError,
-)
+from pipeline.engine import HELD_BACK, Engine
+from pipeline.errors import UnexpectedError
 from pipeline.faults import checkpoint_write_error, describe
-from pipeline.model import Correction, RowProblem
-from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
-from pipeline.runner import RunOptions
+from pipeline.model import Correction, RowProblem, Status
+from pipeline.retry import RetryPolicy
+from pipeline.run_types import RunOptions
 from pipeline.signals import on_loop
-from pipeline.targets.mparticle.batching import (
-    Outgoing,
-    pack_requests,
-    request_body,
-    route,
-)
-from pipeline.targets.mparticle.client import Accepted, MParticleClient, MParticleTarget
+from pipeline.targets.mparticle.batching import Outgoing, pack_requests, request_body, route
+from pipeline.targets.mparticle.client import MParticleClient, MParticleTarget
 from pipeline.targets.mparticle.ledger import DONE, Ledger, Pending
-from pipeline.targets.mparticle.mapping import (
-    MParticleOptions,
-)
+from pipeline.targets.mparticle.mapping import MParticleOptions
 from pipeline.targets.mparticle.planning import Planning
-from pipeline.throttle import Stopped, Throttle
 from pipeline.timeutil import parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
 
 #: How long mParticle is sure to drop a repeated source_request_id (it says 30–60 days).
 DEDUPE_WINDOW = timedelta(days=30)
-
-
-class _Stopped(Exception):
-    """The run is stopping: this request is not sent."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +70,18 @@ class MParticleResult:
     skipped: str | None = None
 
 
-class Delivery(Planning):
-    """One run's mParticle deliveries over one sheet: planned (`Planning`), then sent."""
+class Delivery(Planning, Engine):
+    """One run's mParticle deliveries over one sheet: planned (`Planning`), then sent by the
+    engine, a request per group of batches, in order per user."""
 
     def __init__(self, cp: Checkpoint, setup: MParticleSetup, options: RunOptions, *,
                  run_id: str, generation: int, usermaven: bool, register: bool) -> None:
+        Engine.__init__(
+            self, concurrency=options.concurrency, rate=options.rate,
+            max_wait=options.max_wait, shutdown_grace=options.shutdown_grace,
+            policy=RetryPolicy(options.max_attempts, options.backoff_base,
+                               options.backoff_max),
+            host=urlsplit(setup.target.base_url).hostname or "mParticle")
         self.cp = cp
         self.ledger = Ledger(cp)
         self.setup = setup
@@ -104,46 +92,15 @@ class Delivery(Planning):
         self.usermaven = usermaven
         self.register = register
         self.result = MParticleResult()
-        self._stop: asyncio.Event | None = None  # made inside the event loop
         self._met: set[str] = set()
         self._last_change: dict[str, str] = {}  # event (or lookup) -> its latest change
-        self._held: set[str] = set()  # users whose earlier batch was not accepted this run
         self._user_of: dict[str, str] = {}  # batch id -> user key
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._chains: dict[str, asyncio.Task[None]] = {}
         self._attempts: Counter[str] = Counter()
-        self.fatal: BaseException | None = None
-        self.throttle: Throttle | None = None
 
     # -- sending ------------------------------------------------------------------------
 
-    def request_stop(self, signum: int | None = None, reason: str | None = None) -> None:
-        if self.result.signal_number is None and signum is not None:
-            self.result.signal_number = signum
-        if self.result.stop_reason is None:
-            self.result.stop_reason = reason or (
-                f"received {signal.Signals(signum).name}" if signum else "stopped")
-            log.warning("mparticle: stopping: %s; letting requests in flight finish",
-                        self.result.stop_reason)
-        if self._stop is not None:
-            self._stop.set()
-        if self.throttle is not None:
-            self.throttle.close()  # no batch waiting for its turn or its retry leaves
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
-
-    def _fatal(self, exc: BaseException) -> None:
-        if self.fatal is None:
-            self.fatal = exc
-            self.result.fatal = str(exc)
-        self.request_stop(reason=str(exc))
-
     async def send(self) -> None:
         """Send every committed batch still pending or failed for this sheet."""
-        if self._stop is None:
-            self._stop = asyncio.Event()
         todo = self.ledger.resendable(self.generation)
         if not todo:
             return
@@ -151,11 +108,6 @@ class Delivery(Planning):
         self._user_of = {p.batch_id: p.user_key for p in todo}
         self._warn_if_stale()
         target = self.setup.target
-        self.throttle = Throttle(self.opts.concurrency, self.opts.rate, self.opts.max_wait,
-                                 host=urlsplit(target.base_url).hostname or "mParticle")
-        self.policy = RetryPolicy(self.opts.max_attempts, self.opts.backoff_base,
-                                  self.opts.backoff_max)
-        self.stats = RetryStats()
         http = make_http_client(target.base_url, concurrency=self.opts.concurrency,
                                 timeout=self.opts.timeout, transport=target.transport)
         window = asyncio.Semaphore(max(4, self.opts.concurrency * 4))
@@ -163,24 +115,18 @@ class Delivery(Planning):
             self.client = MParticleClient(http, target)
             try:
                 for group in pack_requests(todo):
-                    if self.stopping:
+                    if not await self._acquire(window):
                         break
-                    await window.acquire()
-                    if self.stopping:
-                        window.release()
-                        break
-                    prev = {self._chains[u.user_key] for u in group
-                            if u.user_key in self._chains}
-                    task = asyncio.create_task(self._request(group, prev, window))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                    for b in group:
-                        self._chains[b.user_key] = task
+                    self.start({b.user_key for b in group},
+                               partial(self._request, group, window))
             finally:
                 await self._drain()
                 self.result.requests = self.client.requests
                 self.result.retries = self.stats.retries
                 self.result.throttled = self.stats.throttled
+                self.result.stop_reason = self.stop_reason
+                self.result.fatal = str(self.fatal) if self.fatal is not None else None
+                self.result.signal_number = self.signal_number
 
     def _route_now(self, todo: list[Pending]) -> list[Pending]:
         """Each batch's endpoint from its events' age now, not when it was planned: a batch
@@ -207,126 +153,84 @@ class Delivery(Planning):
                         "reached it before may be counted twice", oldest[:10],
                         extra={"event": "mparticle_stale_resend", "oldest": oldest})
 
-    async def _drain(self) -> None:
-        stop_wait = asyncio.create_task(self._stop.wait())  # type: ignore[union-attr]
+    async def _request(self, group: list[Pending], window: asyncio.Semaphore,
+                       held: frozenset[str]) -> set[str]:
+        """One request for `group`, less the batches of users held back; returns the users
+        whose batch here was not answered for good."""
         try:
-            while not self.stopping:
-                busy = {t for t in self._tasks if not t.done()}
-                if not busy:
-                    break
-                await asyncio.wait(busy | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-        busy = {t for t in self._tasks if not t.done()}
-        if busy:
-            await asyncio.wait(busy, timeout=self.opts.shutdown_grace)
-        left = [t for t in self._tasks if not t.done()]
-        for t in left:
-            t.cancel()
-        if left:
-            await asyncio.gather(*left, return_exceptions=True)
-
-    async def _request(self, group: list[Pending], prev: set[asyncio.Task[None]],
-                       window: asyncio.Semaphore) -> None:
-        try:
-            if prev:
-                await asyncio.wait(prev)
-            if self.stopping:
-                return
             # a user's later batch waits for the earlier one to be *accepted*: sent after a
             # failure, it would be overtaken by the earlier one's resend on the next run
-            held = [p.batch_id for p in group if p.user_key in self._held]
             if held:
-                self._record(held, "pending", None, "held back: an earlier correction for "
-                             "this user was not accepted; the next run sends both, in order")
-            group = [p for p in group if p.user_key not in self._held]
-            if group:
-                await self._send(self.ledger.bodies(group))
+                self._record([p.batch_id for p in group if p.user_key in held], "pending",
+                             None, HELD_BACK.format(chain="this user's corrections"))
+            group = [p for p in group if p.user_key not in held]
+            if not group or self.stopping:
+                return {p.user_key for p in group}
+            unsettled = await self._send(self.ledger.bodies(group))
+            return {self._user_of.get(i, "") for i in unsettled}
         except Exception as exc:  # a checkpoint that refuses writes, or a fault nobody
             # foresaw: the run stops cleanly (batches stay pending), never a lost task
             self._fatal(checkpoint_write_error(exc)
                         or UnexpectedError(f"mparticle: stopped on {describe(exc)}"))
+            return {p.user_key for p in group}
         finally:
             window.release()
 
-    async def _send(self, batches: list[Outgoing]) -> None:
+    async def _send(self, batches: list[Outgoing]) -> set[str]:
+        """Send, record each batch's answer; returns the batch ids not answered for good."""
         path = batches[0].endpoint
-        body = request_body(batches)
         ids = [b.batch_id for b in batches]
-        tries = 0
-
-        def count(n: int) -> None:
-            nonlocal tries
-            tries = n
-
-        async def attempt() -> Accepted:
-            # a stop asked while this request waited for its turn (or between retries) wins:
-            # the batches stay pending for the next run
-            if self.stopping:
-                raise _Stopped
-            return await self.client.post(path, body)
-
-        try:
-            assert self.throttle is not None
-            answer, _ = await call_with_retry(attempt, throttle=self.throttle,
-                                              policy=self.policy, stats=self.stats,
-                                              on_attempt=count)
-        except (_Stopped, Stopped):
-            return
-        except RejectedError as exc:
-            self._add_attempts(ids, tries)
+        body = request_body(batches)
+        answer = await self.attempt(lambda: self.client.post(path, body))
+        self._add_attempts(ids, answer.tries)
+        if answer.status is Status.PENDING:
+            return set(ids)  # the run stopped: they stay pending
+        if answer.status is not Status.APPLIED:
+            exc = answer.error
+            assert exc is not None
+            if answer.status is Status.FAILED:
+                self._record(ids, "failed", exc.http_status, str(exc))
+                return set(ids)
             if len(batches) > 1 and exc.http_status == 400:
                 # one bad batch spoils the request: halve until it stands alone
-                half = len(batches) // 2
                 log.info("mparticle: 400 for %d batches; splitting to find the one at fault",
                          len(batches))
-                await self._send(batches[:half])
-                await self._send(batches[half:])
-                return
+                return await self._halves(batches)
             self._record(ids, "rejected", exc.http_status, str(exc))
             log.warning("mparticle: %s refused %d batch(es): %s", path, len(ids), exc,
                         extra={"event": "mparticle_rejected", "endpoint": path,
                                "http_status": exc.http_status, "error": str(exc)})
-            return
-        except (AuthError, FatalApiError) as exc:
-            self._fatal(exc)
-            return
-        except RetryAfterTooLong as exc:
-            self.request_stop(reason=str(exc))
-            return
-        except TransientError as exc:
-            self._add_attempts(ids, tries)
-            if self.stopping and isinstance(exc, TransportFailure):
-                return  # cut off by the stop, not the batch's fault: stays pending
-            self._record(ids, "failed", exc.http_status, str(exc))
-            return
-        self._add_attempts(ids, tries)
-        if answer.errors:
+            return set()
+        accepted = answer.value
+        assert accepted is not None
+        if accepted.errors:
             # 202 although some batches failed (documented): a batch the errors name by its
             # source_request_id is rejected. Errors naming no batch prove nothing about any
             # one of them: the request is resent in halves (the same bytes per batch, which
             # mParticle drops if it kept them) until each error has its batch.
-            log.warning("mparticle: %s answered %s with errors: %s", path, answer.http_status,
-                        "; ".join(answer.errors))
-            named = {i: [e for e in answer.errors if i in e] for i in ids}
-            unnamed = [e for e in answer.errors if not any(i in e for i in ids)]
+            log.warning("mparticle: %s answered %s with errors: %s", path,
+                        accepted.http_status, "; ".join(accepted.errors))
+            named = {i: [e for e in accepted.errors if i in e] for i in ids}
+            unnamed = [e for e in accepted.errors if not any(i in e for i in ids)]
             if unnamed and len(batches) > 1:
-                half = len(batches) // 2
-                await self._send(batches[:half])
-                await self._send(batches[half:])
-                return
+                return await self._halves(batches)
             if unnamed:
-                named[ids[0]] = list(answer.errors)
-            bad = [i for i in ids if named[i]]
-            for i in bad:
-                self._record([i], "rejected", answer.http_status, "; ".join(named[i]))
+                named[ids[0]] = list(accepted.errors)
+            for i in ids:
+                if named[i]:
+                    self._record([i], "rejected", accepted.http_status, "; ".join(named[i]))
             ids = [i for i in ids if not named[i]]
-        self._record(ids, "accepted", answer.http_status, None)
+        self._record(ids, "accepted", accepted.http_status, None)
         self.result.batches_sent += len(ids)
         by = self.result.by_endpoint
         by[path] = by.get(path, 0) + len(ids)
         log.debug("mparticle: %s accepted %d batch(es)", path, len(ids),
                   extra={"event": "mparticle_accepted", "endpoint": path, "batches": len(ids)})
+        return set()
+
+    async def _halves(self, batches: list[Outgoing]) -> set[str]:
+        half = len(batches) // 2
+        return await self._send(batches[:half]) | await self._send(batches[half:])
 
     def _add_attempts(self, ids: list[str], tries: int) -> None:
         for i in ids:
@@ -334,8 +238,6 @@ class Delivery(Planning):
 
     def _record(self, ids: list[str], status: str, http_status: int | None,
                 error: str | None) -> None:
-        if status not in ("accepted", "rejected"):
-            self._held.update(self._user_of.get(i, "") for i in ids)
         for batch_id in ids:
             self.ledger.record([batch_id], status, run_id=self.run_id,
                                attempts=self._attempts.pop(batch_id, 0),
@@ -362,7 +264,6 @@ def deliver(cp: Checkpoint, setup: MParticleSetup, options: RunOptions,
 
     async def go() -> None:
         with on_loop(asyncio.get_running_loop(), d.request_stop, install_signals):
-            d._stop = asyncio.Event()
             if early:
                 d.request_stop(early[0])
             await d.send()
