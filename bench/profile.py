@@ -31,7 +31,7 @@ from hotspots import summarise
 
 def profiled(argv: list[str], name: str) -> list[str]:
     spy = shutil.which("py-spy") or str(BIN / "py-spy")
-    return [spy, "record", "--rate", "100", "--format", "raw",
+    return [spy, "record", "--rate", "250", "--format", "raw",
             "-o", str(OUT / f"profile_{name}.txt"), "--", *argv]
 
 

@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
+from pipeline.answer import Answer
 from pipeline.errors import (
     AuthError,
     ConflictError,
@@ -33,7 +34,7 @@ from pipeline.errors import (
 from pipeline.model import FoundEvent, Window
 from pipeline.redact import Redactor
 from pipeline.timeutil import TimestampError, format_api, parse_event_time
-from pipeline.transport import AiohttpTransport, AnswerUnreadable, is_loopback
+from pipeline.transport import AiohttpTransport, AnswerUnreadable, Route, is_loopback
 
 LOOKUP_PATH = "/v1/event-mutation/lookup"
 MUTATION_PATH = "/v1/event-mutation"
@@ -152,6 +153,16 @@ class UsermavenClient:
         self._headers = list(headers.raw)
         self._urls = {p: http.base_url.join(p) for p in (LOOKUP_PATH, MUTATION_PATH)}
         self._timeout = http.timeout.as_dict()
+        # On this tool's own aiohttp pool, httpx's request and response models are skipped
+        # too: each endpoint's URL, headers, timeouts and proxy are worked out once here and
+        # the pool hands back a bare `Answer`. An injected transport (tests, embedders) keeps
+        # the httpx path.
+        self._routes: dict[str, Route] = {}
+        if isinstance(transport, AiohttpTransport):
+            self._routes = {p: transport.route(url, headers.items(),
+                                               connect=self._timeout.get("connect"),
+                                               deadline=self._timeout.get("read"))
+                            for p, url in self._urls.items()}
         self.requests = 0
 
     @property
@@ -207,6 +218,11 @@ class UsermavenClient:
                              allow_nan=False).encode("utf-8")
         self.requests += 1
         with transport_errors():
+            route = self._routes.get(path)
+            if route is not None:
+                assert isinstance(self._transport, AiohttpTransport)
+                answer = await self._transport.send("POST", route, content)
+                return _interpret(self._redact.answer(answer))
             if self._transport is None:
                 response = await self._http.post(path, content=content, headers=self._auth)
             else:
@@ -266,7 +282,15 @@ def proof_problem(data: Any, event_id: str) -> str | None:
     return None
 
 
-def redirect_error(response: httpx.Response, api: str = "") -> FatalApiError:
+#: an answer as either API client reads it: httpx's, or the aiohttp pool's own
+Reply = httpx.Response | Answer
+
+
+def _host(response: Reply) -> str:
+    return response.host if isinstance(response, Answer) else str(response.request.url.host)
+
+
+def redirect_error(response: Reply, api: str = "") -> FatalApiError:
     """A 3xx is never followed (the credentials would travel to wherever it points).
 
     The message names the host only: a location's path or query may carry anything.
@@ -274,7 +298,7 @@ def redirect_error(response: httpx.Response, api: str = "") -> FatalApiError:
     location = response.headers.get("Location", "")
     try:
         parts = urlsplit(location)
-        host = parts.hostname or (response.request.url.host if location else "")
+        host = parts.hostname or (_host(response) if location else "")
         port = parts.port if parts.hostname else None
     except (ValueError, RuntimeError):
         host, port = "", None
@@ -288,7 +312,7 @@ def redirect_error(response: httpx.Response, api: str = "") -> FatalApiError:
     )
 
 
-def _interpret(response: httpx.Response) -> Any:
+def _interpret(response: Reply) -> Any:
     status = response.status_code
     if status == 200:
         try:
@@ -323,7 +347,7 @@ def _interpret(response: httpx.Response) -> Any:
     raise TransientError(f"unexpected answer {status}", http_status=status)
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: Reply) -> str:
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

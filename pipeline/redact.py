@@ -15,6 +15,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from pipeline.answer import Answer
+
 MARK = "[redacted]"
 #: shorter fragments are not scrubbed on their own (they would blank ordinary words); the
 #: whole credential they belong to still is
@@ -70,6 +72,17 @@ class Redactor:
                    if k.lower() != "content-length"]
         return httpx.Response(response.status_code, headers=headers, content=clean,
                               request=response.request)
+
+    def answer(self, answer: Answer) -> Answer:
+        """`response` for the transport's own answers (the hot path skips httpx's models)."""
+        body = answer.content
+        clean = self.data(body)
+        if clean is body and not any(form in value for value in answer.headers.values()
+                                     for form in self._forms):
+            return answer
+        headers = httpx.Headers([(k, self.text(v)) for k, v in answer.headers.items()
+                                 if k.lower() != "content-length"])
+        return Answer(answer.status_code, headers, clean, answer.host)
 
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")

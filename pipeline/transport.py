@@ -17,9 +17,14 @@ import asyncio
 import ipaddress
 import urllib.request
 import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
+from yarl import URL
+
+from pipeline.answer import Answer
 
 # hop-by-hop or framing headers the two libraries each manage themselves
 _DROP_REQUEST = frozenset({"host", "content-length", "transfer-encoding", "connection",
@@ -32,6 +37,17 @@ _CHUNK = 64 * 1024
 
 class AnswerUnreadable(httpx.ReadError):
     """An answer too large, or compressed in a way that cannot be read within the cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint as the pool sends to it: URL, headers, timeouts and proxy, made once."""
+
+    url: URL
+    headers: Mapping[str, str]
+    timeout: aiohttp.ClientTimeout
+    deadline: float | None
+    proxy: str | None
 
 
 def is_loopback(host: str) -> bool:
@@ -76,27 +92,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                                   auto_decompress=False)
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def route(self, url: httpx.URL, headers: Iterable[tuple[str, str]], *,
+              connect: float | None, deadline: float | None) -> Route:
+        """What a request to `url` needs, worked out once (the hot path sends many)."""
+        sent = {k: v for k, v in headers if k.lower() not in _DROP_REQUEST}
+        sent["Accept-Encoding"] = "identity"
+        return Route(URL(str(url)), sent, aiohttp.ClientTimeout(total=None, sock_connect=connect),
+                     deadline, self._proxy(url))
+
+    async def send(self, method: str, route: Route, content: bytes,
+                   request: httpx.Request | None = None) -> Answer:
+        """One exchange on the pool, within the route's whole-request deadline and the answer
+        cap, never following a redirect; failures raise httpx's exception tree."""
         session = self._open()
-        timeouts = request.extensions.get("timeout", {})
-        deadline = timeouts.get("read")
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.get("connect"),
-                                        sock_read=deadline)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
-        headers["Accept-Encoding"] = "identity"
+        deadline = route.deadline
         try:
-            # one deadline for the whole exchange: a server dripping a byte a second never
-            # trips the per-read timeout, but cannot hold a request past this
+            # one deadline for the whole exchange: a server dripping a byte a second cannot
+            # hold a request past it (so no per-read timer is armed on top)
             async with asyncio.timeout(deadline), \
-                    session.request(request.method, str(request.url), headers=headers,
-                                    data=request.content, allow_redirects=False,
-                                    timeout=timeout, proxy=self._proxy(request.url)) as resp:
+                    session.request(method, route.url, headers=route.headers, data=content,
+                                    allow_redirects=False, timeout=route.timeout,
+                                    proxy=route.proxy) as resp:
                 body = await _read_capped(resp, request)
                 body = _decoded(body, resp.headers.get("Content-Encoding", ""), request)
-                out_headers = [(k, v) for k, v in resp.headers.items()
-                               if k.lower() not in _DROP_RESPONSE]
-                return httpx.Response(resp.status, headers=out_headers, content=body,
-                                      request=request)
+                return Answer(resp.status, resp.headers, body, route.url.host or "")
         except TimeoutError:
             raise httpx.ReadTimeout(f"no complete answer within {deadline:g} s"
                                     if deadline else "timed out", request=request) from None
@@ -107,22 +126,35 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, asyncio.IncompleteReadError, ConnectionError) as exc:
             raise httpx.ReadError(type(exc).__name__, request=request) from None
 
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        route = self.route(request.url, request.headers.items(),
+                           connect=timeouts.get("connect"), deadline=timeouts.get("read"))
+        answer = await self.send(request.method, route, request.content, request)
+        out_headers = [(k, v) for k, v in answer.headers.items()
+                       if k.lower() not in _DROP_RESPONSE]
+        return httpx.Response(answer.status_code, headers=out_headers, content=answer.content,
+                              request=request)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-def _too_large(request: httpx.Request) -> AnswerUnreadable:
+def _too_large(request: httpx.Request | None) -> AnswerUnreadable:
     return AnswerUnreadable(f"the answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MB; "
                             "not read (a broken server or proxy?)", request=request)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
+async def _read_capped(resp: aiohttp.ClientResponse, request: httpx.Request | None) -> bytes:
     """The body, but never more than `MAX_ANSWER_BYTES` of it (the connection is dropped)."""
-    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
-        resp.close()
-        raise _too_large(request)
+    if resp.content_length is not None:
+        if resp.content_length > MAX_ANSWER_BYTES:
+            resp.close()
+            raise _too_large(request)
+        # a declared length bounds what the parser reads, so one read is enough
+        return await resp.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -134,7 +166,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, request: httpx.Request) -> 
     return b"".join(chunks)
 
 
-def _decoded(body: bytes, encoding: str, request: httpx.Request) -> bytes:
+def _decoded(body: bytes, encoding: str, request: httpx.Request | None) -> bytes:
     """A compressed answer (sent although we asked for identity) inflated under the cap."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
