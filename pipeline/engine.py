@@ -30,6 +30,7 @@ from pipeline.errors import (
     RetryAfterTooLong,
     TransientError,
     TransportFailure,
+    UntrustedAnswer,
 )
 from pipeline.model import Status
 from pipeline.run_control import RunControl
@@ -62,6 +63,27 @@ class Answer(Generic[T]):
     @property
     def settled(self) -> bool:
         return self.status in SETTLED
+
+
+def outcome_of(exc: BaseException, stopping: bool) -> Status | None:
+    """What a request's exception means for its item; None for a fault nobody foresaw.
+
+    `PENDING`: not the item's fault, it is sent again (the run is stopping: a stop, a fatal
+    answer, a Retry-After beyond --max-wait, or a connection the stop cut).
+    """
+    if isinstance(exc, NotFoundError):
+        return Status.NOT_FOUND
+    if isinstance(exc, ConflictError):
+        return Status.CONFLICT
+    if isinstance(exc, RejectedError):
+        return Status.REJECTED
+    if isinstance(exc, (AuthError, FatalApiError, RetryAfterTooLong, Stopped)):
+        return Status.PENDING
+    if isinstance(exc, TransientError):
+        return Status.PENDING if stopping and isinstance(exc, TransportFailure) else Status.FAILED
+    if isinstance(exc, UntrustedAnswer):
+        return Status.FAILED
+    return None
 
 
 class Engine(RunControl):
@@ -124,16 +146,10 @@ class Engine(RunControl):
             return Answer(Status.PENDING)
         try:
             value, _ = await self._call(once, on_attempt=count)
-        except NotFoundError as exc:
-            return Answer(Status.NOT_FOUND, error=exc, tries=tries)
-        except ConflictError as exc:
-            return Answer(Status.CONFLICT, error=exc, tries=tries)
-        except RejectedError as exc:
-            return Answer(Status.REJECTED, error=exc, tries=tries)
-        except (AuthError, FatalApiError, RetryAfterTooLong, Stopped):
-            return Answer(Status.PENDING, tries=tries)  # the run is stopping: sent again
-        except TransientError as exc:
-            if self.stopping and isinstance(exc, TransportFailure):
-                return Answer(Status.PENDING, tries=tries)  # cut off by the stop, not its fault
-            return Answer(Status.FAILED, error=exc, tries=tries)
+        except Exception as exc:
+            status = outcome_of(exc, self.stopping)
+            if status is None:
+                raise
+            error = exc if isinstance(exc, ApiError) and status is not Status.PENDING else None
+            return Answer(status, error=error, tries=tries)
         return Answer(Status.APPLIED, value, tries=tries)

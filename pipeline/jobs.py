@@ -34,7 +34,7 @@ from pipeline.progress import RunProgress
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, report_format
-from pipeline.runner import Runner, RunOptions, RunResult, RunTotals
+from pipeline.runner import Runner, RunOptions, RunResult
 from pipeline.sheet import columns, fingerprint
 from pipeline.targets import MPARTICLE, USERMAVEN
 from pipeline.targets.mparticle.deliver import MParticleResult, MParticleSetup, rows_left
@@ -369,8 +369,7 @@ def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
 
 def _no_usermaven(run_id: str) -> RunResult:
     """The Usermaven part of a run that does not target Usermaven: nothing done."""
-    return RunResult(run_id=run_id, exit_code=0, elapsed=0.0, requests=0, lookups=0,
-                     mutations=0, retries=0, throttled=0, totals=RunTotals())
+    return RunResult(run_id=run_id)
 
 
 def _deliver_mparticle(cp: Checkpoint, job: SheetJob, setup: MParticleSetup,

@@ -48,18 +48,27 @@ class RunTotals:
 
 
 @dataclass
-class RunResult:
-    run_id: str
-    exit_code: int
-    elapsed: float
-    requests: int
-    lookups: int
-    mutations: int
-    retries: int
-    throttled: int
-    totals: RunTotals
+class Delivered:
+    """What one target's part of a run did, in the terms every target shares."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    elapsed: float = 0.0
     stop_reason: str | None = None
     fatal: str | None = None
+    signal_number: int | None = None
+
+
+@dataclass
+class RunResult(Delivered):
+    """The Usermaven part: lookups and mutations, and the rows' totals."""
+
+    run_id: str = ""
+    exit_code: int = 0
+    lookups: int = 0
+    mutations: int = 0
+    totals: RunTotals = field(default_factory=RunTotals)
 
 
 @dataclass

@@ -26,18 +26,7 @@ from typing import Any
 from pipeline.checkpoint import Checkpoint, Intent, RowState
 from pipeline.client import UsermavenClient
 from pipeline.decide import RESEND, Decider
-from pipeline.engine import HELD_BACK, SETTLED, Engine
-from pipeline.errors import (
-    AuthError,
-    ConflictError,
-    FatalApiError,
-    NotFoundError,
-    RejectedError,
-    RetryAfterTooLong,
-    TransientError,
-    TransportFailure,
-    UntrustedAnswer,
-)
+from pipeline.engine import HELD_BACK, SETTLED, Engine, outcome_of
 from pipeline.faults import checkpoint_write_error, describe
 from pipeline.jsontypes import holds
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
@@ -54,7 +43,6 @@ from pipeline.run_types import (  # RunOptions, RunResult, RunTotals: re-exporte
     outcome_fields,
     row_status,
 )
-from pipeline.throttle import Stopped
 from pipeline.timeutil import month_window, parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
@@ -129,10 +117,13 @@ class Runner(Engine):
         return self._result(started)
 
     def _result(self, started: float) -> RunResult:
-        return RunResult(self.run_id, 0, time.monotonic() - started, self.client.requests,
-                         self.cache.requests, self.totals.mutations_sent, self.stats.retries,
-                         self.stats.throttled, self.totals, self.stop_reason,
-                         str(self.fatal) if self.fatal else None)
+        return RunResult(run_id=self.run_id, elapsed=time.monotonic() - started,
+                         requests=self.client.requests, lookups=self.cache.requests,
+                         mutations=self.totals.mutations_sent, retries=self.stats.retries,
+                         throttled=self.stats.throttled, totals=self.totals,
+                         stop_reason=self.stop_reason,
+                         fatal=str(self.fatal) if self.fatal else None,
+                         signal_number=self.signal_number)
 
     # -- stage 1: resolution --------------------------------------------------------------
 
@@ -247,31 +238,17 @@ class Runner(Engine):
         except asyncio.CancelledError:
             job.release()
             raise
-        except Stopped:
-            job.release()  # the row keeps its status; the next run takes it up
-            return None
-        except (AuthError, FatalApiError) as exc:
-            self._fatal(exc)
-            job.release()
-            return None
-        except RetryAfterTooLong as exc:
-            self.request_stop(reason=str(exc))
-            job.release()
-            return None
-        except NotFoundError as exc:
-            self._finish_row(job, Status.NOT_FOUND, f"lookup: {exc}", window)
-            return None
-        except RejectedError as exc:
-            self._finish_row(job, Status.REJECTED, f"lookup refused: {exc}", window)
-            return None
-        except (TransientError, ConflictError, UntrustedAnswer) as exc:
-            if self.stopping and isinstance(exc, TransportFailure):
-                job.release()  # cut off by the stop, not the row's fault: stays pending
+        except Exception as exc:
+            status = outcome_of(exc, self.stopping)
+            if status is Status.PENDING:
+                job.release()  # the run is stopping: the row keeps its status for the next
                 return None
-            self._finish_row(job, Status.FAILED, f"lookup failed: {exc}", window)
-            return None
-        except Exception as exc:  # an answer (or a storage fault) nobody foresaw
-            if checkpoint_write_error(exc) is not None:
+            if status is not None:
+                what = {Status.NOT_FOUND: "lookup", Status.REJECTED: "lookup refused"}
+                self._finish_row(job, status if status in what else Status.FAILED,
+                                 f"{what.get(status, 'lookup failed')}: {exc}", window)
+                return None
+            if checkpoint_write_error(exc) is not None:  # a storage fault: the run stops
                 self._broken(exc)
                 job.release()
                 return None

@@ -27,7 +27,7 @@ from pipeline.errors import UnexpectedError
 from pipeline.faults import checkpoint_write_error, describe
 from pipeline.model import Correction, RowProblem, Status
 from pipeline.retry import RetryPolicy
-from pipeline.run_types import RunOptions
+from pipeline.run_types import Delivered, RunOptions
 from pipeline.signals import on_loop
 from pipeline.targets.mparticle.batching import Outgoing, pack_requests, request_body, route
 from pipeline.targets.mparticle.client import MParticleClient, MParticleTarget
@@ -51,22 +51,15 @@ class MParticleSetup:
 
 
 @dataclass
-class MParticleResult:
-    """What the mParticle part did, for the summary and the exit code."""
+class MParticleResult(Delivered):
+    """The mParticle part: batches planned and sent, by endpoint and outcome."""
 
-    requests: int = 0
     batches_planned: int = 0
     batches_sent: int = 0
-    retries: int = 0
-    throttled: int = 0
-    elapsed: float = 0.0
     rows_new: int = 0
     rows_done: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
-    stop_reason: str | None = None
-    fatal: str | None = None
-    signal_number: int | None = None
     skipped: str | None = None
 
 
