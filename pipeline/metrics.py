@@ -14,9 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-from prometheus_client.parser import text_string_to_metric_families
-
 LAST_SUCCESS = "corrections_last_success_timestamp_seconds"
 
 
@@ -34,6 +31,9 @@ class RunMetrics:
 
     def write(self, exit_code: int, *, now: float | None = None) -> None:
         """Write the file for a run that ended with `exit_code` (0 = success)."""
+        # loaded here: only a run given --metrics-file pays for prometheus_client (~15 ms)
+        from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
         now = time.time() if now is None else now
         registry = CollectorRegistry()
 
@@ -68,6 +68,8 @@ def previous_success(path: Path) -> float | None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    from prometheus_client.parser import text_string_to_metric_families
+
     with contextlib.suppress(ValueError, TypeError):
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

@@ -24,13 +24,13 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline.sandbox import SANDBOX_TOKEN
 from pipeline.sandbox.faults import FaultInjector, FaultPlan
 from pipeline.sandbox.mparticle import MParticleState
 from pipeline.sandbox.mparticle import add_routes as add_mparticle_routes
 from pipeline.sandbox.store import EventStore, is_uuid
 from pipeline.timeutil import TimestampError, parse_timestamp
 
-SANDBOX_TOKEN = "sandbox-key.sandbox-server-token"
 MAX_ATTRIBUTES_BYTES = 10 * 1024
 LOOKUP_PATH = "/v1/event-mutation/lookup"
 MUTATION_PATH = "/v1/event-mutation"

@@ -1,4 +1,7 @@
-"""`corrections sandbox` / `python -m pipeline.sandbox`: serve the emulator in the foreground."""
+"""`corrections sandbox` / `python -m pipeline.sandbox`: serve the emulator in the foreground.
+
+The server stack loads when the command runs, not when `corrections --help` lists it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.sandbox.app import SANDBOX_TOKEN
+from pipeline.sandbox import SANDBOX_TOKEN
 from pipeline.sandbox.faults import FaultPlan
-from pipeline.sandbox.sample import sample_files
-from pipeline.sandbox.server import run_forever
-from pipeline.sandbox.store import EventStore
 
 _rate = click.FloatRange(0.0, 1.0)
 
@@ -83,6 +83,10 @@ def sandbox_command(host: str, port: int, events_path: Path | None,
                          rate_apply_then_cut=rate_apply_then_cut)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    from pipeline.sandbox.sample import sample_files
+    from pipeline.sandbox.server import run_forever
+    from pipeline.sandbox.store import EventStore
+
     try:
         with sample_files() as (sample_events, sample_keys):
             if events_path is None or events_path.resolve() == sample_events.resolve():

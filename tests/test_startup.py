@@ -1,0 +1,130 @@
+"""Start-up stays lean: the command line loads only the libraries the command in hand uses.
+
+A short run is mostly start-up, so these guard what a command imports, not how long it takes:
+each command runs as `python -m pipeline ...` in a fresh process that writes the names in
+its `sys.modules` (and the collector's frozen count) to a file as it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from conftest import REPO, write_csv
+
+from pipeline.sandbox.server import SANDBOX_TOKEN
+
+#: Libraries no CSV run, validation or help text needs.
+SHEET_FORMATS = ("pyarrow", "python_calamine", "pandas", "numpy")
+#: Needed only with --metrics-file, a terminal, or the emulator.
+OPTIONAL = ("prometheus_client", "rich", "pygments", "aiohttp.web", "pipeline.sandbox.app")
+#: Test-only libraries.
+TESTING = ("hypothesis", "openpyxl", "pytest")
+
+_PROBE = """
+import atexit, gc, json, runpy, sys
+out = sys.argv[1]
+def dump():
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"modules": sorted(sys.modules), "frozen": gc.get_freeze_count()}, f)
+atexit.register(dump)
+sys.argv = ["corrections", *sys.argv[2:]]
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+"""
+
+
+def loaded_by(args: list[str], tmp_path: Path, env: dict[str, str] | None = None
+              ) -> tuple[set[str], int, subprocess.CompletedProcess[str]]:
+    """Run the command line in a fresh interpreter; the modules it ended with."""
+    out = tmp_path / "modules.json"
+    res = subprocess.run([sys.executable, "-c", _PROBE, str(out), *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=120,
+                         env={**_clean_env(), **(env or {})})
+    data = json.loads(out.read_text(encoding="utf-8"))
+    return set(data["modules"]), data["frozen"], res
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("USERMAVEN_")}
+
+
+def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Which of `names` (packages: any submodule counts) were imported."""
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+def test_help_loads_no_sheet_reader_display_metrics_or_emulator_library(tmp_path):
+    """`corrections --help` and `apply --help` import no sheet, display, metrics or
+    emulator library (the sandbox command's help is read without its server stack)."""
+    for args in (["--help"], ["apply", "--help"]):
+        modules, _, res = loaded_by(args, tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert "sandbox" in res.stdout or args != ["--help"]
+        assert present(modules, SHEET_FORMATS + OPTIONAL + TESTING) == [], args
+
+
+def test_a_csv_apply_loads_no_parquet_excel_display_or_metrics_library(sandbox, tmp_path):
+    """A CSV run against an API (stderr not a terminal, no --metrics-file) imports
+    neither pyarrow nor calamine, rich nor prometheus_client, and succeeds."""
+    sheet = write_csv(tmp_path / "s.csv", [{
+        "event_type": "order_completed", "lookup_key": "order_id", "lookup_value": "ORD-1002",
+        "event_time": "2026-09", "set.final_price": "9.00"}])
+    modules, _, res = loaded_by(
+        ["apply", str(sheet), "--api-url", sandbox.url, "--checkpoint",
+         str(tmp_path / "cp.sqlite"), "--report", str(tmp_path / "audit.csv")],
+        tmp_path, env={"USERMAVEN_TOKEN": SANDBOX_TOKEN})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "applied" in res.stdout
+    assert present(modules, SHEET_FORMATS + OPTIONAL + TESTING) == []
+
+
+def test_a_parquet_sheet_loads_pyarrow_only_when_read(tmp_path):
+    """The probe sees what a command really loads: validating a Parquet sheet does import
+    pyarrow (and still no Excel reader)."""
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"event_type": ["order_completed"], "lookup_key": ["order_id"],
+                             "lookup_value": ["ORD-1"], "event_time": ["2026-09"],
+                             "set.final_price": ["1"]}), path)
+    modules, _, res = loaded_by(["validate", str(path)], tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert present(modules, ("pyarrow",)) == ["pyarrow"]
+    assert present(modules, ("python_calamine", "pandas")) == []
+
+
+def test_the_metrics_file_loads_prometheus_client_when_asked(sandbox, tmp_path):
+    """--metrics-file brings prometheus_client in, and the file is written."""
+    sheet = write_csv(tmp_path / "s.csv", [{
+        "event_type": "order_completed", "lookup_key": "order_id", "lookup_value": "ORD-1002",
+        "event_time": "2026-09", "set.final_price": "8.00"}])
+    prom = tmp_path / "run.prom"
+    modules, _, res = loaded_by(
+        ["apply", str(sheet), "--api-url", sandbox.url, "--checkpoint",
+         str(tmp_path / "cp.sqlite"), "--report", str(tmp_path / "audit.csv"),
+         "--metrics-file", str(prom)], tmp_path, env={"USERMAVEN_TOKEN": SANDBOX_TOKEN})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert present(modules, ("prometheus_client",)) == ["prometheus_client"]
+    assert "corrections_exit_code 0.0" in prom.read_text(encoding="utf-8")
+
+
+def test_the_command_line_freezes_its_start_up_objects(tmp_path):
+    """What the imports built is frozen out of the collector (the interpreter's last
+    collection at exit then skips it)."""
+    _, frozen, res = loaded_by(["--version"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert frozen > 10_000
+
+
+def test_httpx_command_line_still_runs_when_called(tmp_path):
+    """httpx's own command line, deferred at start-up, still loads and runs when called."""
+    code = ("import sys\nfrom pipeline.__main__ import _defer_httpx_cli\n_defer_httpx_cli()\n"
+            "import httpx\nassert 'rich' not in sys.modules\nsys.argv = ['httpx', '--help']\n"
+            "httpx.main()\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "--method" in res.stdout or "METHOD" in res.stdout
