@@ -16,22 +16,23 @@ import pipeline.cli as cli
 from pipeline.cli_output import finish_run, row_logger, setup_output
 from pipeline.errors import UsageError
 from pipeline.metrics import RunMetrics
-from pipeline.plan_jobs import (
-    default_plan_checkpoint,
-    default_plan_report,
-    load_plan,
-    mparticle_setup_for,
-    write_revert,
-)
-from pipeline.planfile import read_plan
 from pipeline.progress import RunProgress
-from pipeline.revert import CANNOT_REVERT
 from pipeline.targets import MPARTICLE, USERMAVEN
+
+# The plan machinery (plan_jobs, planfile, planning, revert) is loaded by the commands that
+# use it: `corrections apply SHEET` registers `revert` without paying for it.
 
 
 def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
     """`apply --plan PLAN`: carry out a saved plan exactly; exits with the run's code."""
     from pipeline.jobs import apply_sheet
+    from pipeline.plan_jobs import (
+        default_plan_checkpoint,
+        default_plan_report,
+        load_plan,
+        mparticle_setup_for,
+    )
+    from pipeline.planfile import read_plan
 
     if sheet is not None:
         raise UsageError("give either a SHEET or --plan PLAN, not both")
@@ -101,6 +102,9 @@ def revert_command(checkpoint: Path, runs: tuple[str, ...], all_runs: bool, out:
       corrections revert --checkpoint fixes.checkpoint.sqlite --run run-20261123T030000Z-ab12cd
       corrections apply --plan fixes.revert-run-20261123T030000Z-ab12cd.plan.json
     """
+    from pipeline.plan_jobs import write_revert
+    from pipeline.revert import CANNOT_REVERT
+
     if bool(runs) == all_runs:
         raise UsageError("name the run(s) to undo with --run RUN_ID, or give --all")
     done = write_revert(checkpoint, None if all_runs else list(runs), out=out, force=force)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +67,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         return None
     if not value:
         _refuse_open_implicit(path)
+    import tomllib  # only a run with a config file reads TOML
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.guards import Guard
 from pipeline.keys import KEY_PREFIX, MAX_KEY_LENGTH, canonical_json, digest
-from pipeline.planfile import Plan, PlanError, PlanItem, Skipped
-from pipeline.targets.mparticle import undo as mp_undo
 from pipeline.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from pipeline.planfile import Plan, Skipped
 
 #: Mutation statuses that mean "the API applied this change" (verify may have relabelled it).
 _APPLIED = ("applied", "verified", "mismatch")
@@ -50,6 +51,10 @@ class _EventHistory:
 
 def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = False) -> Plan:
     """The plan undoing `runs` (None: every run of the checkpoint)."""
+    # loaded here: every apply reads `run_history`, only `revert` builds a plan
+    from pipeline.planfile import Plan, PlanError, PlanItem, Skipped
+    from pipeline.targets.mparticle import undo as mp_undo
+
     known = [r[0] for r in cp.db.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
     chosen = list(known) if runs is None else list(dict.fromkeys(runs))
     missing = [r for r in chosen if r not in known]
@@ -108,6 +113,9 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
 def _mparticle_users(cp: Checkpoint, runs: Sequence[str], reverted: Mapping[str, Any]
                      ) -> tuple[dict[str, dict[str, Any]], list[Skipped]]:
     """The mParticle user of each reverted event, and deliveries with nothing to restore."""
+    from pipeline.planfile import Skipped
+    from pipeline.targets.mparticle import undo as mp_undo
+
     users: dict[str, dict[str, Any]] = {}
     skipped: list[Skipped] = []
     for d in mp_undo.delivered(cp, runs):

@@ -15,11 +15,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-
-from aiolimiter import AsyncLimiter
+from typing import TYPE_CHECKING
 
 from pipeline.breaker import Breaker, default_threshold
 from pipeline.errors import RetryAfterTooLong
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
 
 
 class Stopped(Exception):
@@ -37,7 +39,12 @@ class Throttle:
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._resume_at = 0.0
-        self._rate = AsyncLimiter(rate, 1.0) if rate else None
+        self._rate: AsyncLimiter | None = None
+        if rate:
+            # loaded only with --rate: aiolimiter reads its installed metadata on import
+            from aiolimiter import AsyncLimiter
+
+            self._rate = AsyncLimiter(rate, 1.0)
         self.pauses = 0
         self.cuts = 0
         self._closed = asyncio.Event()

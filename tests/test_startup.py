@@ -21,8 +21,11 @@ from pipeline.sandbox.server import SANDBOX_TOKEN
 
 #: Libraries no CSV run, validation or help text needs.
 SHEET_FORMATS = ("pyarrow", "python_calamine", "pandas", "numpy")
-#: Needed only with --metrics-file, a terminal, or the emulator.
-OPTIONAL = ("prometheus_client", "rich", "pygments", "aiohttp.web", "pipeline.sandbox.app")
+#: Needed only with --metrics-file, a terminal, --rate, the emulator, or a saved plan; and
+#: no installed-package metadata scan on the way.
+OPTIONAL = ("prometheus_client", "rich", "pygments", "aiolimiter", "aiohttp.web",
+            "pipeline.sandbox.app", "pipeline.plan_jobs", "pipeline.planfile",
+            "importlib.metadata")
 #: Test-only libraries.
 TESTING = ("hypothesis", "openpyxl", "pytest")
 

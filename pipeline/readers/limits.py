@@ -10,12 +10,14 @@ what to do; a run then stays within a few hundred megabytes whatever it is given
 from __future__ import annotations
 
 import re
-import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pipeline.errors import SheetError
+
+if TYPE_CHECKING:
+    import zipfile
 
 #: Widest header accepted (a correction sheet has a handful of columns; Excel allows 16 384).
 MAX_COLUMNS = 1024
@@ -138,6 +140,8 @@ def check_parquet(pf: Any, path: Path) -> int:
 
 def check_xlsx(path: Path) -> None:
     """Refuse a workbook whose zip parts expand past the limits, or whose grid is too big."""
+    import zipfile  # only an .xlsx sheet is a zip; CSV runs skip loading it
+
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
