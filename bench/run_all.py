@@ -3,7 +3,7 @@
 Each bench prints a `BENCH-RESULT {json}` line; this collects them. A bench that crashes is a
 FAIL row with its exit code, not a missing row. Results also go to bench/out/results.json.
 Usage: python bench/run_all.py [NAME ...]   (names: throughput naive vs_naive vs_bare cpu memory
-resume economy; default all)
+resume economy plans startup; default all)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 from common import OUT, RESULT_PREFIX  # noqa: E402
 
 BENCHES = ("throughput", "naive", "vs_naive", "vs_bare", "cpu", "memory", "resume", "economy",
-           "plans")
+           "plans", "startup")
 
 
 def run_one(name: str) -> list[dict[str, object]]:
