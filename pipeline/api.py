@@ -52,8 +52,8 @@ from pipeline.options import DEFAULT_API_URL
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.report import COLUMNS, TARGET_COLUMNS, write_report
 from pipeline.runner import RunOptions
-from pipeline.targets import MPARTICLE
-from pipeline.targets.mparticle.ledger import known_targets, report_lines
+from pipeline.target_reports import known_targets, report_lines
+from pipeline.targets import primary_only
 from pipeline.timeutil import parse_timestamp
 from pipeline.validate_job import validate_sheet
 
@@ -296,7 +296,7 @@ def report_frame(checkpoint: str | Path) -> pd.DataFrame:
     cp = open_existing(Path(checkpoint))
     try:
         targets = known_targets(cp)
-        columns = list(TARGET_COLUMNS if MPARTICLE in targets else COLUMNS)
+        columns = list(COLUMNS if primary_only(targets) else TARGET_COLUMNS)
         lines = [line if isinstance(line, dict) else dict(zip(columns, line, strict=True))
                  for line in report_lines(cp, None, targets)]
     finally:

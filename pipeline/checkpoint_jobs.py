@@ -18,8 +18,8 @@ from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, TARGET_COLUMNS, report_format, write_report
 from pipeline.revert import run_history
 from pipeline.storage import is_remote
-from pipeline.targets import MPARTICLE, USERMAVEN
-from pipeline.targets.mparticle.ledger import Ledger, has_ledger, known_targets, report_lines
+from pipeline.target_reports import known_targets, report_lines, target_counts
+from pipeline.targets import primary_only
 
 log = logging.getLogger("corrections")
 
@@ -35,8 +35,8 @@ def write_run_report(cp: Checkpoint, generation: int, targets: tuple[str, ...],
         log.info("report %s is current; not rewritten", url_for_display(str(report)),
                  extra={"event": "report_current", "report": url_for_display(str(report))})
         return sum(cp.status_counts(generation).values())
-    columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
-    if targets == (USERMAVEN,) and report_format(report) == "csv":
+    columns = COLUMNS if primary_only(targets) else TARGET_COLUMNS
+    if primary_only(targets) and report_format(report) == "csv":
         lines = write_report(cp.report_tuples(generation, for_csv=True), report,
                              columns=columns, csv_ready=True)
     else:
@@ -78,7 +78,7 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
             "retryable": sum(n for s, n in counts.items()
                              if Status(s) in (Status.PENDING, Status.FAILED)),
             "unresolved": sum(n for s, n in counts.items() if Status(s) in UNRESOLVED),
-            "targets": _target_counts(cp, counts),
+            "targets": target_counts(cp),
             "last_run": {k: last.get(k) for k in ("run_id", "command", "started_at",
                                                    "finished_at", "sheet", "exit_code",
                                                    "requests", "retries")},
@@ -88,23 +88,12 @@ def checkpoint_status(checkpoint: Path) -> dict[str, Any]:
         cp.close()
 
 
-def _target_counts(cp: Checkpoint, counts: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Rows by status per target the last run delivered to."""
-    targets = known_targets(cp)
-    out: dict[str, dict[str, int]] = {}
-    if USERMAVEN in targets:
-        out[USERMAVEN] = counts
-    if MPARTICLE in targets and has_ledger(cp):
-        out[MPARTICLE] = Ledger(cp).row_counts(cp.current_generation())
-    return out
-
-
 def reemit_report(checkpoint: Path, out: Path | str) -> int:
     report_format(out)
     cp = open_existing(checkpoint)
     try:
         targets = known_targets(cp)
-        columns = TARGET_COLUMNS if MPARTICLE in targets else COLUMNS
+        columns = COLUMNS if primary_only(targets) else TARGET_COLUMNS
         return write_report(report_lines(cp, None, targets), out, columns=columns)
     finally:
         cp.close()

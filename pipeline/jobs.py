@@ -6,7 +6,6 @@ checkpoint and returns an outcome; the command line only prints it and picks the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import itertools
@@ -22,30 +21,24 @@ from typing import Any
 import httpx
 
 from pipeline import signals
-from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.checkpoint import Checkpoint
 from pipeline.checkpoint_jobs import write_run_report
-from pipeline.client import UsermavenClient, check_api_url, make_http_client
+from pipeline.client import check_api_url
 from pipeline.errors import CorrectionsError, SheetError
 from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
 from pipeline.logs import current_run_id
-from pipeline.model import SUCCESS, Correction, RowProblem, SheetDefaults, Status
+from pipeline.model import Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, report_format
-from pipeline.runner import Runner, RunOptions, RunResult
+from pipeline.run_types import Delivered, RunOptions, RunResult
 from pipeline.sheet import columns, fingerprint
-from pipeline.targets import MPARTICLE, USERMAVEN
-from pipeline.targets.mparticle.deliver import MParticleResult, MParticleSetup, rows_left
-from pipeline.targets.mparticle.deliver import deliver as deliver_mparticle
-from pipeline.targets.mparticle.ledger import (
-    Ledger,
-    remember_targets,
-    report_lines,
-)
+from pipeline.target import RunContext
+from pipeline.target_reports import remember_targets, report_lines
+from pipeline.targets import MPARTICLE, PRIMARY, get, in_order, primary_only
 from pipeline.timeutil import utcnow
-from pipeline.transport import AiohttpTransport
 from pipeline.validate import validate_batches
 from pipeline.validate_job import refuse_invalid
 
@@ -63,6 +56,9 @@ class Target:
     api_url: str
     token: str = field(repr=False)
     identity: str = ""
+    #: how requests travel (tests inject one); None: the keep-alive aiohttp pool
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False,
+                                                       compare=False)
 
     @staticmethod
     def remote(api_url: str, token: str) -> Target:
@@ -130,10 +126,16 @@ class ApplyOutcome:
     rows_gone: int
     exit_code: int
     preview: list[dict[str, Any]] = field(default_factory=list)
-    targets: tuple[str, ...] = (USERMAVEN,)
+    targets: tuple[str, ...] = (PRIMARY,)
     #: rows by status, per target (the summary's `target` dimension)
     by_target: dict[str, dict[str, int]] = field(default_factory=dict)
-    mparticle: MParticleResult | None = None
+    #: what each target's part of the run did
+    deliveries: dict[str, Delivered] = field(default_factory=dict)
+
+    @property
+    def mparticle(self) -> Any:
+        """The mParticle part's result (None when it was not a target)."""
+        return self.deliveries.get(MPARTICLE)
 
 
 def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
@@ -142,34 +144,38 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
                 on_row: Callable[[int, Status, str | None], None] | None = None,
                 install_signals: bool = True,
                 progress: RunProgress | None = None,
-                mparticle: MParticleSetup | None = None) -> ApplyOutcome:
-    """The whole run: lock, checkpoint, resolve, mutate, report. Safe to repeat.
+                mparticle: Any = None, extra: dict[str, Any] | None = None) -> ApplyOutcome:
+    """The whole run: lock, checkpoint, deliver to each target in turn, report. Safe to repeat.
 
-    `target` is Usermaven (None: not targeted); `mparticle` adds (or is) the second target,
-    delivered after Usermaven so each event's time and key come from its lookup.
+    `target` is the primary API (Usermaven; None: not targeted). `extra` adds other targets
+    by name with their setups (`mparticle=` is the same as `extra={"mparticle": ...}`); they
+    deliver after the primary one, from what its lookups found.
     """
     report_format(report)  # also checks the destination can be written: before any request
-    if target is None and mparticle is None:
+    setups: dict[str, Any] = dict(extra or {})
+    if mparticle is not None:
+        setups[MPARTICLE] = mparticle
+    if target is not None:
+        setups[PRIMARY] = replace(target, transport=transport) if transport else target
+    if not setups:
         raise SheetError("no target: give --target usermaven and/or --target mparticle")
+    setups = {name: setups[name] for name in in_order(list(setups))}
     job = replace(job, usermaven=target is not None)
     if strict:
-        refuse_invalid(job, mparticle.options if mparticle else None,
-                        usermaven=target is not None)
+        refuse_invalid(job, {n: get(n).offline_options(s) for n, s in setups.items()
+                             if n != PRIMARY}, usermaven=target is not None)
     with RunLock(checkpoint):
         cp = Checkpoint(checkpoint)
         try:
             cp.bind_namespace(options.key_namespace)
-            if target is not None:
-                cp.bind_target(target.identity or target.api_url, workspace_id(target.token))
-            if mparticle is not None:
-                Ledger(cp).bind(mparticle.target.name, mparticle.target.workspace)
+            for name, setup in setups.items():
+                get(name).bind(cp, setup)
             # a stop signal is noted (never raised) until the report is renamed into place
             early = signals.noted() if install_signals else []
             with signals.signals_noted(early, install_signals):
-                return _run(job, target, options, cp, checkpoint, report, transport, on_row,
+                return _run(job, setups, options, cp, checkpoint, report, on_row,
                             install_signals, progress,
-                            command="plan" if options.plan_only else "apply",
-                            mparticle=mparticle, early=early)
+                            command="plan" if options.plan_only else "apply", early=early)
         except Exception as exc:
             if (failure := checkpoint_write_error(exc)) is None:
                 raise
@@ -182,7 +188,7 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
                report: Path | str,
                transport: httpx.AsyncBaseTransport | None = None,
                on_row: Callable[[int, Status, str | None], None] | None = None,
-               preview: int = 200, mparticle: MParticleSetup | None = None,
+               preview: int = 200, mparticle: Any = None,
                on_checkpoint: Callable[[Checkpoint, ApplyOutcome], None] | None = None,
                ) -> ApplyOutcome:
     """Lookups only: what `apply` would do, in a throwaway checkpoint; nothing is mutated.
@@ -207,96 +213,74 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
         return outcome
 
 
-def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoint,
-         cp_path: Path, report: Path | str, transport: httpx.AsyncBaseTransport | None,
+def _run(job: SheetJob, setups: dict[str, Any], options: RunOptions, cp: Checkpoint,
+         cp_path: Path, report: Path | str,
          on_row: Callable[[int, Status, str | None], None] | None, install_signals: bool,
          progress: RunProgress | None, command: str,
-         mparticle: MParticleSetup | None = None,
          early: list[int] | None = None) -> ApplyOutcome:
     run_id = new_run_id()
-    targets = tuple(t for t, on in ((USERMAVEN, target is not None),
-                                    (MPARTICLE, mparticle is not None)) if on)
+    targets = tuple(setups)
     safe_options: dict[str, Any] = {k: v for k, v in options.__dict__.items()}
     safe_options["targets"] = list(targets)
-    if mparticle is not None:
-        safe_options["mparticle"] = {**mparticle.options.__dict__,
-                                     "url": mparticle.target.name}
+    for name, setup in setups.items():
+        if (shown := get(name).describe(setup)) is not None:
+            safe_options[name] = shown
     sheet_fp = fingerprint(job.sheet)
     digest = sheet_digest(job, sheet_fp)
     # A rerun of an unchanged sheet whose rows are all final has nothing to read or send:
     # the checkpoint already holds every row (the nightly "already done" case).
-    finished = (targets == (USERMAVEN,) and not options.plan_only
+    finished = (primary_only(targets) and not options.plan_only
                 and cp.sheet_complete(digest)
                 and cp.rows_to_work(cp.current_generation(),
                                     retry_unresolved=options.retry_unresolved) == 0)
     generation = cp.start_run(run_id, command, job.name, sheet_fp, safe_options,
                               same_sheet=finished)
     remember_targets(cp, targets)
+    primary = setups.get(PRIMARY)
     log.info("run %s started on %s", run_id, job.name,
              extra={"event": "run_start", "run_id": run_id, "sheet": job.name,
-                    "api_url": target.api_url if target else None,
+                    "api_url": primary.api_url if primary is not None else None,
                     "options": safe_options})
-
-    early = [] if early is None else early  # signals noted before the event loop took over
-
-    async def go() -> tuple[RunResult, int | None]:
-        assert target is not None
-        wire = transport or AiohttpTransport(limit=options.concurrency + 2)
-        http = make_http_client(target.api_url, concurrency=options.concurrency,
-                                timeout=options.timeout, transport=wire)
-        async with http:
-            client = UsermavenClient(http, target.token, transport=wire)
-            runner = Runner(cp, client, options, run_id=run_id, generation=generation,
-                            on_row=on_row, progress=progress)
-            if job.names_explicit_keys():
-                runner.decider.explicit_keys.learn(job.batches())  # order-independent keys
-            with signals.on_loop(asyncio.get_running_loop(), runner.request_stop,
-                                 install_signals):
-                if early:
-                    runner.request_stop(early[0])
-                result = await runner.run(job.batches())
-            return result, runner.signal_number
-
-    mp: MParticleResult | None = None
+    run = RunContext(cp, job.batches, options, run_id, generation, targets,
+                     install_signals=install_signals, early=early or [], on_row=on_row,
+                     progress=progress,
+                     names_explicit_keys=primary is not None and job.names_explicit_keys())
+    results: dict[str, Delivered] = {}
     try:
-        if finished:
-            result, signum = _no_usermaven(run_id), None
-            result.totals.rows_done = sum(cp.status_counts(generation).values())
-            log.info("nothing to do: the sheet is unchanged and every row is final",
-                     extra={"event": "already_done", "rows": result.totals.rows_done})
-        elif target is not None:
-            result, signum = asyncio.run(go())
-        else:
-            result, signum = _no_usermaven(run_id), None
-        if mparticle is not None:
-            mp = _deliver_mparticle(cp, job, mparticle, options, result, signum, run_id,
-                                    generation, usermaven=target is not None,
-                                    install_signals=install_signals, early=early)
-            signum = signum if signum is not None else mp.signal_number
+        for name, setup in setups.items():
+            stopped = next((r for r in results.values() if r.stopped), None)
+            if finished:
+                done = RunResult(run_id=run_id)
+                done.totals.rows_done = done.rows_done = sum(
+                    cp.status_counts(generation).values())
+                results[name] = done
+                log.info("nothing to do: the sheet is unchanged and every row is final",
+                         extra={"event": "already_done", "rows": done.rows_done})
+            elif stopped is not None:
+                why = stopped.fatal or stopped.stop_reason or "stopped"
+                log.warning("%s: nothing sent: an earlier target stopped the run (%s); rerun "
+                            "to deliver", name, why,
+                            extra={"event": f"{name}_skipped", "reason": why})
+                results[name] = get(name).not_sent(why)
+            else:
+                results[name] = get(name).deliver(run, setup)
     finally:
         if progress is not None:
             progress.close()
-    by_target: dict[str, dict[str, int]] = {}
-    counts: dict[str, int] = {}
-    events: dict[str, int] = {}
-    if target is not None:
-        counts = by_target[USERMAVEN] = cp.status_counts(generation)
-        events = cp.mutation_counts(generation)
-    if mp is not None:
-        by_target[MPARTICLE] = Ledger(cp).row_counts(generation)
-        if target is None:
-            counts = by_target[MPARTICLE]
-            result.totals.rows_new, result.totals.rows_done = mp.rows_new, mp.rows_done
+    main = results.get(PRIMARY)
+    result = main if isinstance(main, RunResult) else RunResult(run_id=run_id)
+    if main is None:
+        first = results[targets[0]]
+        result.totals.rows_new, result.totals.rows_done = first.rows_new, first.rows_done
+    by_target = {name: get(name).row_counts(cp, generation) for name in targets}
+    counts = by_target[targets[0]]
+    events = cp.mutation_counts(generation) if main is not None else {}
     gone = cp.rows_gone(generation)
-    exit_code = _exit_code(result, by_target.get(USERMAVEN, {}), signum)
-    if mp is not None and mp.fatal:
-        exit_code = EXIT_FATAL
-    elif mp is not None and exit_code == EXIT_OK and rows_left(by_target[MPARTICLE]):
-        exit_code = EXIT_ROWS
+    exit_code = _exit_code(results, by_target)
     keep = _Bookkeeping()
     if not finished:
         keep(cp.note_change, run_id)
-        if not (result.stop_reason or result.fatal or signum is not None):
+        if not any(r.stopped for r in results.values()):
             keep(cp.mark_complete, generation, digest)
     try:
         lines = write_run_report(cp, generation, targets, report, keep)
@@ -309,8 +293,8 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
             f"{getattr(exc, 'strerror', None) or exc}; everything is in the checkpoint: "
             f"`corrections report --checkpoint {cp_path} --out PATH` writes it again")
         log.error("%s", result.fatal, extra={"event": "report_failed"})
-    requests = result.requests + (mp.requests if mp else 0)
-    retries = result.retries + (mp.retries if mp else 0)
+    requests = sum(r.requests for r in results.values())
+    retries = sum(r.retries for r in results.values())
     keep(cp.finish_run, run_id, exit_code=exit_code, requests=requests,
          retries=retries, rows_new=result.totals.rows_new,
          rows_done=result.totals.rows_done, rows_gone=gone)
@@ -323,7 +307,7 @@ def _run(job: SheetJob, target: Target | None, options: RunOptions, cp: Checkpoi
                     "counts": counts, "requests": requests, "retries": retries,
                     "targets": by_target})
     return ApplyOutcome(run_id, result, counts, events, report, cp_path, gone, exit_code,
-                        targets=targets, by_target=by_target, mparticle=mp)
+                        targets=targets, by_target=by_target, deliveries=results)
 
 
 def _close(cp: Checkpoint) -> None:
@@ -367,33 +351,14 @@ def sheet_digest(job: SheetJob, sheet_fingerprint: str) -> str:
     return hashlib.sha256(meaning.encode()).hexdigest()
 
 
-def _no_usermaven(run_id: str) -> RunResult:
-    """The Usermaven part of a run that does not target Usermaven: nothing done."""
-    return RunResult(run_id=run_id)
-
-
-def _deliver_mparticle(cp: Checkpoint, job: SheetJob, setup: MParticleSetup,
-                       options: RunOptions, result: RunResult, signum: int | None, run_id: str,
-                       generation: int, *, usermaven: bool, install_signals: bool,
-                       early: list[int]) -> MParticleResult:
-    """mParticle after Usermaven; not at all when the Usermaven part stopped the run."""
-    if result.fatal or signum is not None or result.stop_reason:
-        why = result.fatal or result.stop_reason or "stopped"
-        log.warning("mparticle: nothing sent: the usermaven part stopped (%s); rerun to "
-                    "deliver", why, extra={"event": "mparticle_skipped", "reason": why})
-        return MParticleResult(skipped=why)
-    return deliver_mparticle(cp, setup, options, job.batches, run_id=run_id,
-                             generation=generation, usermaven=usermaven,
-                             install_signals=install_signals, early=early)
-
-
-def _exit_code(result: RunResult, counts: dict[str, int], signum: int | None) -> int:
-    if result.fatal:
+def _exit_code(results: dict[str, Delivered], by_target: dict[str, dict[str, int]]) -> int:
+    """Fatal (an outage, a refused token: exit 3) before a signal before rows left (1)."""
+    if any(r.fatal for r in results.values()):
         return EXIT_FATAL
+    signum = next((r.signal_number for r in results.values() if r.signal_number is not None),
+                  None)
     if signum is not None:
         return signals.exit_code(signum)
-    bad = {s: n for s, n in counts.items() if Status(s) not in SUCCESS
-           and Status(s) is not Status.PLANNED}
-    return EXIT_ROWS if bad else EXIT_OK
-
-
+    if any(get(name).rows_left(counts) for name, counts in by_target.items()):
+        return EXIT_ROWS
+    return EXIT_OK

@@ -58,6 +58,13 @@ class Delivered:
     stop_reason: str | None = None
     fatal: str | None = None
     signal_number: int | None = None
+    rows_new: int = 0  # rows this target met for the first time
+    rows_done: int = 0  # rows it had finished in earlier runs
+    skipped: str | None = None  # why nothing was sent (an earlier target stopped the run)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.fatal or self.stop_reason or self.signal_number is not None)
 
 
 @dataclass

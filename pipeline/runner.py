@@ -123,7 +123,8 @@ class Runner(Engine):
                          throttled=self.stats.throttled, totals=self.totals,
                          stop_reason=self.stop_reason,
                          fatal=str(self.fatal) if self.fatal else None,
-                         signal_number=self.signal_number)
+                         signal_number=self.signal_number, rows_new=self.totals.rows_new,
+                         rows_done=self.totals.rows_done)
 
     # -- stage 1: resolution --------------------------------------------------------------
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import SheetError
 from pipeline.model import Correction, RowProblem
-from pipeline.targets.mparticle.mapping import MParticleOptions, offline_problem
+from pipeline.targets import MPARTICLE, offline_problem
 
 if TYPE_CHECKING:
     from pipeline.jobs import SheetJob
@@ -28,18 +28,20 @@ class ValidationOutcome:
 
 def validate_sheet(job: SheetJob,
                    on_problem: Callable[[RowProblem], None] | None = None, *,
-                   mparticle: MParticleOptions | None = None,
-                   usermaven: bool = True) -> ValidationOutcome:
+                   mparticle: Any = None, usermaven: bool = True,
+                   extra: dict[str, Any] | None = None) -> ValidationOutcome:
     """Read and check every row offline; problems go to `on_problem` as they are found.
 
-    With `mparticle`, rows are also checked against mParticle's documented limits.
+    `extra` names the other targets with their offline options (`mparticle=` is the same as
+    `extra={"mparticle": options}`): rows are also checked against their documented limits.
     """
+    extra = _extra(extra, mparticle)
     out = ValidationOutcome()
     job = replace(job, usermaven=usermaven)
     for batch in job.batches():
         for item in batch:
             out.rows += 1
-            item = target_problem(item, mparticle, usermaven)
+            item = target_problem(item, extra, usermaven)
             if isinstance(item, RowProblem):
                 out.problems += 1
                 if on_problem is not None:
@@ -49,25 +51,35 @@ def validate_sheet(job: SheetJob,
     return out
 
 
-def target_problem(item: Correction | RowProblem, options: MParticleOptions | None,
-                       usermaven: bool) -> Correction | RowProblem:
-    """A valid row that mParticle could not take, as a problem (when mParticle is a target)."""
-    if options is None or isinstance(item, RowProblem):
-        return item
-    problem = offline_problem(item, options, usermaven=usermaven)
-    if problem is None:
-        return item
-    return RowProblem(item.row_number, item.row_key, problem.column,
-                      f"mparticle: {problem.message}")
+def _extra(extra: dict[str, Any] | None, mparticle: Any) -> dict[str, Any]:
+    out = dict(extra or {})
+    if mparticle is not None:
+        out[MPARTICLE] = mparticle
+    return out
 
 
-def refuse_invalid(job: SheetJob, mparticle: MParticleOptions | None = None,
-                    usermaven: bool = True) -> None:
+def target_problem(item: Correction | RowProblem, extra: dict[str, Any],
+                   usermaven: bool) -> Correction | RowProblem:
+    """A valid row that another target could not take, as a problem (its name first)."""
+    if isinstance(item, RowProblem):
+        return item
+    for name, options in extra.items():
+        problem = offline_problem(name, item, options, primary=usermaven)
+        if problem is not None:
+            return RowProblem(item.row_number, item.row_key, problem.column,
+                              f"{name}: {problem.message}")
+    return item
+
+
+def refuse_invalid(job: SheetJob, extra: dict[str, Any] | None = None,
+                   usermaven: bool = True) -> None:
+    """--strict: any invalid row (for any target) refuses the whole sheet before sending."""
+    extra = extra or {}
     problems: list[str] = []
     n = 0
     for batch in job.batches():
         for item in batch:
-            item = target_problem(item, mparticle, usermaven)
+            item = target_problem(item, extra, usermaven)
             if isinstance(item, RowProblem):
                 n += 1
                 if len(problems) < 20:

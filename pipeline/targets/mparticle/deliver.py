@@ -56,11 +56,8 @@ class MParticleResult(Delivered):
 
     batches_planned: int = 0
     batches_sent: int = 0
-    rows_new: int = 0
-    rows_done: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
-    skipped: str | None = None
 
 
 class Delivery(Planning, Engine):

@@ -14,7 +14,6 @@ checkpoint; a checkpoint of an earlier release gains them when a run upgrades it
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.errors import CheckpointError
-from pipeline.targets import MPARTICLE, USERMAVEN
+from pipeline.targets import MPARTICLE
 from pipeline.targets.mparticle.batching import Outgoing, PlannedBatch
 from pipeline.timeutil import format_api, utcnow
 
@@ -273,42 +272,6 @@ class Ledger:
             (self.target,)).fetchall())
 
 
-def report_lines(cp: Checkpoint, generation: int | None,
-                 targets: Sequence[str]) -> Iterator[dict[str, Any] | tuple[Any, ...]]:
-    """The audit report's lines for the given targets, merged in sheet order.
-
-    With Usermaven alone these are exactly `Checkpoint.report_tuples`; with mParticle among the
-    targets each line also says its target (and the mParticle ids).
-    """
-    gen = cp.current_generation() if generation is None else generation
-    if MPARTICLE not in targets or not has_ledger(cp):
-        if MPARTICLE in targets:
-            yield from Ledger(cp).report_lines(gen)
-            return
-        yield from cp.report_tuples(gen)
-        return
-    streams: list[Iterator[dict[str, Any]]] = []
-    if USERMAVEN in targets:
-        streams.append({**line, "target": USERMAVEN} for line in cp.report_rows(gen))
-    streams.append(Ledger(cp).report_lines(gen))
-    order = {USERMAVEN: 0, MPARTICLE: 1}
-    yield from heapq.merge(*streams, key=lambda line: (line["row_number"],
-                                                       order[line["target"]]))
-    if USERMAVEN in targets:  # mutations of rows no longer in the sheet are never forgotten
-        yield from ({**line, "target": USERMAVEN} for line in cp.gone_rows(gen))
-
-
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def remember_targets(cp: Checkpoint, targets: Sequence[str]) -> None:
-    """The last run's targets: what `corrections report` re-emits."""
-    cp.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('targets', ?)",
-                  (",".join(targets),))
-
-
-def known_targets(cp: Checkpoint) -> tuple[str, ...]:
-    value = cp.meta("targets")
-    return tuple(value.split(",")) if value else (USERMAVEN,)

@@ -1,0 +1,77 @@
+"""The primary target: Usermaven's Event mutations API, behind the `Target` protocol.
+
+It finds each event (lookup), decides and sends its mutation (`pipeline.runner` on the one
+engine) and records both in the checkpoint's rows and mutations tables; the other targets
+deliver after it, from what it found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+from pipeline import signals
+from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.client import UsermavenClient, make_http_client
+from pipeline.model import SUCCESS, Status
+from pipeline.run_types import Delivered, RunResult
+from pipeline.runner import Runner
+from pipeline.target import RunContext
+from pipeline.transport import AiohttpTransport
+
+
+class Usermaven:
+    name = "usermaven"
+
+    def bind(self, cp: Checkpoint, setup: Any) -> None:
+        cp.bind_target(setup.identity or setup.api_url, workspace_id(setup.token))
+
+    def describe(self, setup: Any) -> dict[str, Any] | None:
+        return None  # the API URL is in the checkpoint's meta and the run's log line
+
+    def deliver(self, run: RunContext, setup: Any) -> Delivered:
+        return asyncio.run(self._deliver(run, setup))
+
+    async def _deliver(self, run: RunContext, setup: Any) -> RunResult:
+        opts = run.options
+        wire = setup.transport or AiohttpTransport(limit=opts.concurrency + 2)
+        http = make_http_client(setup.api_url, concurrency=opts.concurrency,
+                                timeout=opts.timeout, transport=wire)
+        async with http:
+            client = UsermavenClient(http, setup.token, transport=wire)
+            runner = Runner(run.cp, client, opts, run_id=run.run_id,
+                            generation=run.generation, on_row=run.on_row,
+                            progress=run.progress)
+            if run.names_explicit_keys:
+                runner.decider.explicit_keys.learn(run.batches())  # order-independent keys
+            with signals.on_loop(asyncio.get_running_loop(), runner.request_stop,
+                                 run.install_signals):
+                if run.early:
+                    runner.request_stop(run.early[0])
+                return await runner.run(run.batches())
+
+    def not_sent(self, why: str) -> Delivered:
+        return RunResult(skipped=why)
+
+    def offline_options(self, setup: Any) -> Any:
+        return None
+
+    def present(self, cp: Checkpoint) -> bool:
+        return True
+
+    def row_counts(self, cp: Checkpoint, generation: int) -> dict[str, int]:
+        return cp.status_counts(generation)
+
+    def rows_left(self, counts: dict[str, int]) -> int:
+        return sum(n for s, n in counts.items()
+                   if Status(s) not in SUCCESS and Status(s) is not Status.PLANNED)
+
+    def report_lines(self, cp: Checkpoint, generation: int) -> Iterator[dict[str, Any]]:
+        return ({**line, "target": self.name} for line in cp.report_rows(generation))
+
+    def trailing_lines(self, cp: Checkpoint, generation: int) -> Iterator[dict[str, Any]]:
+        return ({**line, "target": self.name} for line in cp.gone_rows(generation))
+
+
+TARGET = Usermaven()
