@@ -109,11 +109,13 @@ class PlanMethods:
         from pipeline.jobs import apply_sheet
         from pipeline.plan_jobs import default_plan_checkpoint, default_plan_report, load_plan
         from pipeline.planfile import read_plan
+        from pipeline.targets import PRIMARY
 
         doc = read_plan(plan, expect_digest)
-        if "mparticle" in doc.api:
-            raise UsageError(f"{plan} also covers mParticle; apply it with `corrections apply "
-                             "--plan` (the library delivers to Usermaven only)")
+        if len(doc.api) > 1:
+            raise UsageError(f"{plan} also covers {', '.join(sorted(set(doc.api) - {PRIMARY}))}"
+                             "; apply it with `corrections apply --plan` (the library delivers "
+                             "to Usermaven only)")
         job = load_plan(plan, self._target(), refresh=refresh, plan=doc)
         cp = Path(checkpoint) if checkpoint is not None else default_plan_checkpoint(plan)
         out = str(report) if report is not None else str(default_plan_report(plan))

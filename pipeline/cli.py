@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from pipeline import __version__, signals
+from pipeline import __version__, signals, targets
 from pipeline.cli_output import (
     finish_run,
     metrics_on_error,
@@ -49,8 +49,6 @@ from pipeline.redact import scrub_urls, url_for_display
 from pipeline.runner import RunOptions
 from pipeline.storage import is_remote, local_copy, sibling
 from pipeline.summary import print_plan_details, print_summary
-from pipeline.targets.mparticle import cli_options as mp_cli
-from pipeline.targets.mparticle.deliver import MParticleSetup
 from pipeline.textsafe import printable
 from pipeline.timeutil import TimestampError, parse_timestamp
 from pipeline.validate_job import validate_sheet
@@ -175,11 +173,11 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
 @contextlib.contextmanager
 def _target(api_url: str, token_file: Path | None, sandbox: bool,
             kw: dict[str, Any] | None = None, plan: bool = False
-            ) -> Iterator[tuple[Target | None, MParticleSetup | None]]:
-    """The APIs to talk to (Usermaven, mParticle; either may be None when not targeted);
-    with --sandbox, one emulator serving both, started for the length of the run."""
+            ) -> Iterator[tuple[Target | None, dict[str, Any]]]:
+    """The primary API (None when not targeted) and the other targets' setups by name;
+    with --sandbox, one emulator serving them all, started for the length of the run."""
     kw = kw or {}
-    usermaven, mparticle = mp_cli.wanted(kw)
+    primary = targets.PRIMARY in targets.chosen(kw)
     if sandbox:
         from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 
@@ -187,16 +185,16 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
             logging.getLogger("corrections").info(
                 "sandbox started at %s with the sample events", server.url,
                 extra={"event": "sandbox", "url": server.url})
-            yield (Target(server.url, SANDBOX_TOKEN, "sandbox") if usermaven else None,
-                   mp_cli.sandbox_setup(server.url, kw) if mparticle else None)
+            yield (Target(server.url, SANDBOX_TOKEN, "sandbox") if primary else None,
+                   targets.setups(kw, sandbox_url=server.url, need_credentials=False))
         return
-    setup = mp_cli.remote_setup(kw, need_credentials=not plan) if mparticle else None
-    if not usermaven:
-        yield None, setup
+    extra = targets.setups(kw, sandbox_url=None, need_credentials=not plan)
+    if not primary:
+        yield None, extra
         return
     token = check_token(read_token(token_file, lambda m: _say(f"corrections: warning: {m}",
                                                                      err=True)))
-    yield Target.remote(api_url, token), setup
+    yield Target.remote(api_url, token), extra
 
 
 def _run_options(kw: dict[str, Any]) -> RunOptions:
@@ -207,7 +205,7 @@ def _run_options(kw: dict[str, Any]) -> RunOptions:
 @main.command()
 @click.argument("sheet")
 @sheet_options
-@mp_cli.target_options
+@targets.target_options
 @config_option
 def validate(sheet: str, sheet_name: str | None, **kw: Any) -> None:
     """Check every row of SHEET offline and list the problems by row number.
@@ -231,9 +229,9 @@ def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
     def on_problem(p: RowProblem) -> None:
         _say(str(p))
 
-    usermaven, mparticle = mp_cli.wanted(kw or {})
-    out = validate_sheet(job, on_problem, usermaven=usermaven,
-                         mparticle=mp_cli.options_from(kw or {}) if mparticle else None)
+    out = validate_sheet(job, on_problem,
+                         usermaven=targets.PRIMARY in targets.chosen(kw or {}),
+                         extra=targets.offline_options(kw or {}))
     _say(f"{out.rows} rows: {out.valid} valid, {out.problems} invalid", err=True)
     sys.exit(out.exit_code)
 
@@ -242,8 +240,8 @@ def _validate(job: SheetJob, kw: dict[str, Any] | None = None) -> None:
 @click.argument("sheet", required=False)
 @sheet_options
 @api_options
-@mp_cli.target_options
-@mp_cli.mparticle_api_options
+@targets.target_options
+@targets.api_options
 @run_options
 @click.option("--report", metavar="PATH|s3://…",
               help="Audit report (.csv, .parquet, .jsonl; default <sheet stem>.audit.csv).")
@@ -285,12 +283,12 @@ def apply(sheet: str | None, **kw: Any) -> None:
     with (metrics_on_error(kw) as metrics,
           _sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
                  kw["checkpoint"], sheet_dialect(kw)) as (job, checkpoint, report),
-          _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, mparticle)):
+          _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, extra)):
         progress = RunProgress.for_terminal(estimate_rows(job.sheet), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
                               report=report, strict=kw["strict"], progress=progress,
                               on_row=row_logger(kw["verbose"], kw["log_format"] == "json"),
-                              mparticle=mparticle)
+                              extra=extra)
     finish_run(outcome, sheet, kw, metrics)
     sys.exit(outcome.exit_code)
 
@@ -299,8 +297,8 @@ def apply(sheet: str | None, **kw: Any) -> None:
 @click.argument("sheet")
 @sheet_options
 @api_options
-@mp_cli.target_options
-@mp_cli.mparticle_api_options
+@targets.target_options
+@targets.api_options
 @run_options
 @click.option("--report", metavar="PATH|s3://…",
               help="Plan report (default <sheet stem>.plan.csv).")
@@ -326,7 +324,7 @@ def plan(sheet: str, **kw: Any) -> None:
                  sheet_dialect(kw))
           as (job, _checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw, plan=True)
-          as (target, mparticle)):
+          as (target, extra)):
         saved: dict[str, Any] = {}
         hook = None
         if kw["out"] is not None:
@@ -335,8 +333,8 @@ def plan(sheet: str, **kw: Any) -> None:
             if target is None:
                 raise UsageError("a saved plan is built on Usermaven's lookups (they name "
                                  "each event and its time); add --target usermaven")
-            hook = plan_saver(kw["out"], job, target, _run_options(kw), saved, mparticle)
-        outcome = plan_sheet(job, target, _run_options(kw), report=report, mparticle=mparticle,
+            hook = plan_saver(kw["out"], job, target, _run_options(kw), saved, extra)
+        outcome = plan_sheet(job, target, _run_options(kw), report=report, extra=extra,
                              on_checkpoint=hook)
     if not kw["quiet"]:
         print_plan_details(outcome)

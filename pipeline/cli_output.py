@@ -20,8 +20,9 @@ from pipeline.metrics import RunMetrics
 from pipeline.model import SUCCESS, Status
 from pipeline.options import config_in_use
 from pipeline.readers.dialect import Dialect
+from pipeline.run_types import Delivered
 from pipeline.summary import print_summary
-from pipeline.targets.mparticle import cli_options as mp_cli
+from pipeline.targets import PRIMARY, chosen
 
 log = logging.getLogger("corrections")
 
@@ -53,8 +54,7 @@ def _announce(kw: dict[str, Any]) -> None:
         path, implicit = found
         log.info("config file %s%s", path, " (found in the working directory)" if implicit
                  else "", extra={"event": "config", "config": path, "implicit": implicit})
-    usermaven, _ = mp_cli.wanted(kw)
-    if usermaven and not kw.get("sandbox"):
+    if PRIMARY in chosen(kw) and not kw.get("sandbox"):
         parts = urlsplit(kw["api_url"])
         host = parts.hostname or kw["api_url"]
         where = f"{host}:{parts.port}" if parts.port else host
@@ -102,12 +102,11 @@ def finish_run(outcome: ApplyOutcome, sheet: str, kw: dict[str, Any],
     if not kw["quiet"] or log_json:
         print_summary(outcome, sheet=sheet, log_json=log_json)
     if metrics is not None:
-        r = outcome.result
-        mp = outcome.mparticle
-        metrics.rows = outcome.by_target or {"usermaven": outcome.counts}
-        metrics.requests = r.requests + (mp.requests if mp else 0)
-        metrics.retries = r.retries + (mp.retries if mp else 0)
-        metrics.throttled = r.throttled
+        parts = _parts(outcome)
+        metrics.rows = outcome.by_target or {PRIMARY: outcome.counts}
+        metrics.requests = sum(p.requests for p in parts)
+        metrics.retries = sum(p.retries for p in parts)
+        metrics.throttled = outcome.result.throttled
         try:
             metrics.write(outcome.exit_code, now=time.time())
         except OSError as exc:
@@ -118,10 +117,16 @@ def finish_run(outcome: ApplyOutcome, sheet: str, kw: dict[str, Any],
                  extra={"event": "metrics", "metrics_file": str(metrics.path)})
 
 
+def _parts(outcome: ApplyOutcome) -> list[Delivered]:
+    """The run's result and each target's part of it, each once."""
+    return [outcome.result,
+            *(d for d in outcome.deliveries.values() if d is not outcome.result)]
+
+
 def _log_stop(outcome: ApplyOutcome) -> None:
     """A run that stopped early says why at error (fatal) or warning (a clean early stop)."""
-    r, mp = outcome.result, outcome.mparticle
-    fatal = r.fatal or (mp.fatal if mp is not None else None)
+    r = outcome.result
+    fatal = next((p.fatal for p in _parts(outcome) if p.fatal), None)
     if fatal:
         log.error("the run stopped: %s", fatal, extra={"event": "error",
                                                       "exit_code": outcome.exit_code})

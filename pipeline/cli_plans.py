@@ -17,7 +17,7 @@ from pipeline.cli_output import finish_run, row_logger, setup_output
 from pipeline.errors import UsageError
 from pipeline.metrics import RunMetrics
 from pipeline.progress import RunProgress
-from pipeline.targets import MPARTICLE, USERMAVEN
+from pipeline.targets import PRIMARY, chosen
 
 # The plan machinery (plan_jobs, planfile, planning, revert) is loaded by the commands that
 # use it: `corrections apply SHEET` registers `revert` without paying for it.
@@ -30,7 +30,8 @@ def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
         default_plan_checkpoint,
         default_plan_report,
         load_plan,
-        mparticle_setup_for,
+        plan_targets,
+        setups_for_plan,
     )
     from pipeline.planfile import read_plan
 
@@ -43,25 +44,25 @@ def apply_plan(sheet: str | None, kw: dict[str, Any]) -> None:
     path = Path(kw["plan"])
     plan = read_plan(path, kw["expect_digest"])
     # the plan decides where it goes: every target it was reviewed for, no other
-    targets = (USERMAVEN, MPARTICLE) if "mparticle" in plan.api else (USERMAVEN,)
-    asked = tuple(kw.get("target") or (USERMAVEN,))
-    if set(asked) != set(targets) and asked != (USERMAVEN,):
+    targets = plan_targets(plan)
+    asked = chosen(kw)
+    if set(asked) != set(targets) and asked != (PRIMARY,):
         raise UsageError(f"{path} was reviewed for {' and '.join(targets)}; drop --target "
                          "(a plan is applied to exactly the targets it covers)")
     kw = {**kw, "target": targets}
     checkpoint = kw["checkpoint"] or default_plan_checkpoint(path)
     report = kw["report"] or str(default_plan_report(path))
-    with cli._target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, mp):
+    with cli._target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, extra):
         assert target is not None
         job = load_plan(path, target, refresh=not kw["no_refresh"], plan=plan)
-        setup = None if mp is None else mparticle_setup_for(plan, mp)
+        extra = setups_for_plan(plan, extra)
         click.echo(f"plan {plan.digest}: {len(plan.items)} item(s) for "
                    f"{' and '.join(targets)}, "
                    f"{'no refresh' if kw['no_refresh'] else 'each event read again first'}",
                    err=True)
         progress = RunProgress.for_terminal(len(plan.items), quiet=kw["quiet"])
         outcome = apply_sheet(job, target, cli._run_options(kw), checkpoint=checkpoint,
-                              report=report, progress=progress, mparticle=setup,
+                              report=report, progress=progress, extra=extra,
                               on_row=row_logger(kw["verbose"], kw["log_format"] == "json"))
     metrics_file = kw.get("metrics_file")
     finish_run(outcome, str(path), kw, RunMetrics(metrics_file) if metrics_file else None)

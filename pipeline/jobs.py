@@ -189,6 +189,7 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
                transport: httpx.AsyncBaseTransport | None = None,
                on_row: Callable[[int, Status, str | None], None] | None = None,
                preview: int = 200, mparticle: Any = None,
+               extra: dict[str, Any] | None = None,
                on_checkpoint: Callable[[Checkpoint, ApplyOutcome], None] | None = None,
                ) -> ApplyOutcome:
     """Lookups only: what `apply` would do, in a throwaway checkpoint; nothing is mutated.
@@ -200,7 +201,8 @@ def plan_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
     with tempfile.TemporaryDirectory(prefix="corrections-plan-") as tmp:
         cp_path = Path(tmp) / "plan.sqlite"
         outcome = apply_sheet(job, target, opts, checkpoint=cp_path, report=report,
-                              transport=transport, on_row=on_row, mparticle=mparticle)
+                              transport=transport, on_row=on_row, mparticle=mparticle,
+                              extra=extra)
         cp = Checkpoint(cp_path)
         try:
             outcome.preview = [

@@ -8,11 +8,11 @@ and approved beforehand.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import Checkpoint, workspace_id
+from pipeline.checkpoint import Checkpoint
 from pipeline.checkpoint_jobs import open_existing
 from pipeline.errors import SheetError
 from pipeline.jobs import ApplyOutcome, SheetJob, Target
@@ -22,8 +22,7 @@ from pipeline.planning import plan_corrections, plan_from_checkpoint, sheet_user
 from pipeline.revert import revert_plan
 from pipeline.runner import RunOptions
 from pipeline.sheet import fingerprint
-from pipeline.targets.mparticle.deliver import MParticleSetup
-from pipeline.targets.mparticle.mapping import MParticleOptions
+from pipeline.targets import PRIMARY, get, in_order
 from pipeline.timeutil import utcnow
 
 
@@ -47,28 +46,30 @@ class PlanJob(SheetJob):
 
 def api_identity(target: Target) -> dict[str, Any]:
     """Which API and workspace a plan was looked up against: never the token itself."""
-    return {"usermaven": {"url": target.identity or target.api_url,
-                          "workspace": workspace_id(target.token)}}
+    return {PRIMARY: get(PRIMARY).identity(target)}
 
 
 def plan_saver(out: Path, job: SheetJob, target: Target, options: RunOptions,
-               saved: dict[str, Any], mparticle: MParticleSetup | None = None) -> Any:
+               saved: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
     """A hook for `plan_sheet`: turn the plan run's checkpoint into the plan file `out`.
 
-    With mParticle among the targets, each item also carries its row's user and the plan
-    the mParticle options, so `apply --plan` delivers there exactly as reviewed. The digest
-    and item counts land in `saved`, for the caller to print.
+    With other targets (`extra`, setups by name), the plan records each one's destination
+    and options, and items carry their row's user where a target needs it, so `apply --plan`
+    delivers there exactly as reviewed. The digest and item counts land in `saved`, for the
+    caller to print.
     """
     def save(cp: Checkpoint, outcome: ApplyOutcome) -> None:
         api = api_identity(target)
         opts: dict[str, Any] = {"on_multiple": options.on_multiple,
                                 "key_namespace": options.key_namespace}
         users = None
-        if mparticle is not None:
-            api["mparticle"] = {"url": mparticle.target.name,
-                                "workspace": mparticle.target.workspace}
-            opts["mparticle"] = dict(mparticle.options.__dict__)
-            users = sheet_users(job.batches())
+        for name, setup in (extra or {}).items():
+            t = get(name)
+            api[name] = t.identity(setup)
+            if (own := t.plan_options(setup)) is not None:
+                opts[name] = own
+            if t.needs_users and users is None:
+                users = sheet_users(job.batches())
         plan = plan_from_checkpoint(
             cp, cp.current_generation(), api=api, users=users,
             source={"sheet": job.name, "sheet_fingerprint": fingerprint(job.sheet),
@@ -83,30 +84,26 @@ def plan_saver(out: Path, job: SheetJob, target: Target, options: RunOptions,
     return save
 
 
-def mparticle_setup_for(plan: Plan, setup: MParticleSetup) -> MParticleSetup:
-    """mParticle as the plan reviewed it: its options, and only the input it was made for."""
-    made_for = plan.api.get("mparticle") or {}
-    if made_for.get("url") != setup.target.name:
-        raise PlanError(f"the plan delivers to mParticle at {made_for.get('url')}, not "
-                        f"{setup.target.name}; apply it to the input it was reviewed for")
-    if made_for.get("workspace") and made_for["workspace"] != setup.target.workspace:
-        raise PlanError("the plan was made for another mParticle input (another "
-                        "MPARTICLE_API_KEY); use that key, or make a new plan")
-    return replace(setup, options=MParticleOptions(**plan.options.get("mparticle", {})))
+def setups_for_plan(plan: Plan, extra: dict[str, Any]) -> dict[str, Any]:
+    """Every other target as the plan reviewed it: its options, and only the destination
+    it was made for."""
+    return {name: get(name).for_plan(plan.api.get(name) or {}, plan.options.get(name), setup)
+            for name, setup in extra.items()}
+
+
+def plan_targets(plan: Plan) -> tuple[str, ...]:
+    """The targets a plan was reviewed for, in delivery order."""
+    return in_order(list(plan.api))
 
 
 def load_plan(path: Path, target: Target, *, expect_digest: str | None = None,
               refresh: bool = True, plan: Plan | None = None) -> PlanJob:
     """A checked plan, ready to run against `target`; refuses another API or workspace."""
     plan = plan or read_plan(path, expect_digest)
-    made_for = plan.api.get("usermaven") or {}
-    mine = api_identity(target)["usermaven"]
-    if made_for.get("url") != mine["url"]:
-        raise PlanError(f"{path} was made against {made_for.get('url')}, not {mine['url']}; "
-                        "apply it to the API it was reviewed for, or make a new plan")
-    if made_for.get("workspace") and made_for["workspace"] != mine["workspace"]:
-        raise PlanError(f"{path} was made for another workspace (another API key); use the "
-                        "token of the workspace it was reviewed for, or make a new plan")
+    try:
+        get(PRIMARY).for_plan(plan.api.get(PRIMARY) or {}, None, target)
+    except PlanError as exc:
+        raise PlanError(f"{path}: {exc}") from None
     return PlanJob(sheet=path, plan=plan, refresh=refresh)
 
 

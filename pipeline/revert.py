@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.checkpoint import Checkpoint
 from pipeline.guards import Guard
 from pipeline.keys import KEY_PREFIX, MAX_KEY_LENGTH, canonical_json, digest
+from pipeline.targets import PRIMARY, TARGETS, get
 from pipeline.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     """The plan undoing `runs` (None: every run of the checkpoint)."""
     # loaded here: every apply reads `run_history`, only `revert` builds a plan
     from pipeline.planfile import Plan, PlanError, PlanItem, Skipped
-    from pipeline.targets.mparticle import undo as mp_undo
 
     known = [r[0] for r in cp.db.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
     chosen = list(known) if runs is None else list(dict.fromkeys(runs))
@@ -97,12 +97,13 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     if not items and not skipped:
         raise PlanError(f"the run(s) {', '.join(chosen) or '(none)'} applied no mutation; "
                         "there is nothing to revert")
-    api: dict[str, Any] = {"usermaven": {"url": cp.meta("api_url"),
-                                         "workspace": cp.meta("workspace")}}
+    api: dict[str, Any] = {PRIMARY: get(PRIMARY).checkpoint_identity(cp)}
     options: dict[str, Any] = {"force": force}
-    if any(i.user is not None for i in items) and (mp := mp_undo.identity(cp)) is not None:
-        api["mparticle"] = mp
-        options["mparticle"] = _mparticle_options(cp, chosen)
+    for name in _user_targets():
+        if any(i.user is not None for i in items) and \
+                (where := get(name).checkpoint_identity(cp)) is not None:
+            api[name] = where
+            options[name] = _target_options(cp, chosen, name)
     return Plan(
         kind="revert", api=api, source={"checkpoint": str(cp.path), "runs": chosen},
         options=options, items=tuple(items), skipped=tuple(skipped),
@@ -110,15 +111,22 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     )
 
 
+def _user_targets() -> list[str]:
+    """Targets that received corrections as data for a user (they keep what they got; a
+    revert sends the earlier values the same way)."""
+    return [name for name in TARGETS if get(name).needs_users]
+
+
 def _mparticle_users(cp: Checkpoint, runs: Sequence[str], reverted: Mapping[str, Any]
                      ) -> tuple[dict[str, dict[str, Any]], list[Skipped]]:
-    """The mParticle user of each reverted event, and deliveries with nothing to restore."""
+    """The user of each reverted event, and deliveries with nothing to restore."""
     from pipeline.planfile import Skipped
-    from pipeline.targets.mparticle import undo as mp_undo
 
     users: dict[str, dict[str, Any]] = {}
     skipped: list[Skipped] = []
-    for d in mp_undo.delivered(cp, runs):
+    delivered = [(name, d) for name in _user_targets()
+                 for d in get(name).undo_recipients(cp, runs)]
+    for name, d in delivered:
         h = reverted.get(d.event_id or "")
         if h is not None and h.before is not None:
             users.setdefault(h.event_id, d.user)
@@ -127,16 +135,16 @@ def _mparticle_users(cp: Checkpoint, runs: Sequence[str], reverted: Mapping[str,
             CANNOT_REVERT, "mParticle keeps every event it accepted and no earlier value of "
             "this correction was ever read (the run did not change the event in Usermaven "
             "after looking it up), so there is nothing to send back",
-            event_id=d.event_id, target="mparticle"))
+            event_id=d.event_id, target=name))
     return users, skipped
 
 
-def _mparticle_options(cp: Checkpoint, runs: Sequence[str]) -> dict[str, Any]:
-    """The mParticle options the reverted runs delivered with (mode, event name, …)."""
+def _target_options(cp: Checkpoint, runs: Sequence[str], name: str) -> dict[str, Any]:
+    """The options the reverted runs delivered to target `name` with (mode, event name, …)."""
     marks = ",".join("?" * len(runs))
     for (text,) in cp.db.execute(
             f"SELECT options FROM runs WHERE run_id IN ({marks}) ORDER BY rowid DESC", (*runs,)):
-        mp = (json.loads(text or "{}") or {}).get("mparticle")
+        mp = (json.loads(text or "{}") or {}).get(name)
         if mp:
             return {k: v for k, v in mp.items() if k in ("mode", "event_name", "environment")}
     return {}

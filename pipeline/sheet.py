@@ -40,7 +40,9 @@ from pipeline.readers.csv_rows import _csv_header, _csv_rows, _open_csv
 from pipeline.readers.dialect import PLAIN, Dialect, numbers_with_commas
 from pipeline.readers.parquet_rows import _open_parquet, _parquet_header, _parquet_rows
 from pipeline.readers.xlsx_rows import _open_xlsx, _xlsx_header, _xlsx_rows, _xlsx_sheet
-from pipeline.targets.mparticle.limits import IDENTITY_KEYS, IDENTITY_PREFIX, MPID_COLUMN
+from pipeline.targets import user_columns
+
+IDENTITY_PREFIX, IDENTITY_KEYS, MPID_COLUMN = user_columns()  # the user's columns
 
 __all__ = ["CSV_FIELD_LIMIT", "EXPECT_PREFIX", "KNOWN_COLUMNS", "MAX_CELL_CHARS", "SET_PREFIX",
            "SUPPORTED_SUFFIXES", "RawRow", "check_columns", "columns", "fingerprint",
@@ -226,7 +228,7 @@ def _kind(path: Path, sheet_name: str | None) -> str:
 def _allowed(col: str, match: str | None) -> bool:
     if col in _KNOWN or col == match:
         return True
-    if col.startswith(IDENTITY_PREFIX) or col == MPID_COLUMN:  # mParticle's user
+    if col.startswith(IDENTITY_PREFIX) or col == MPID_COLUMN:  # the user
         return col == MPID_COLUMN or col[len(IDENTITY_PREFIX):] in IDENTITY_KEYS
     if col.startswith(EXPECT_PREFIX):
         return len(col) > len(EXPECT_PREFIX)

@@ -8,7 +8,7 @@ registry of those this release ships.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +55,27 @@ class Target(Protocol):
 
     def deliver(self, run: RunContext, setup: Any) -> Delivered:
         """Plan, commit, send and record this run's deliveries; stop when asked."""
+
+    #: whether a saved plan's items carry each row's user (for this target's deliveries)
+    needs_users: bool
+
+    def identity(self, setup: Any) -> dict[str, Any]:
+        """Where the setup delivers, as a plan records it: URL and a workspace hash."""
+
+    def plan_options(self, setup: Any) -> dict[str, Any] | None:
+        """The setup's own options a plan keeps, so it is applied exactly as reviewed."""
+
+    def for_plan(self, identity: dict[str, Any], options: dict[str, Any] | None,
+                 setup: Any) -> Any:
+        """The setup to apply a plan made with `identity` and `options`; refuses another
+        destination (`PlanError`)."""
+
+    def checkpoint_identity(self, cp: Checkpoint) -> dict[str, Any] | None:
+        """Where this checkpoint delivered to this target (None: never)."""
+
+    def undo_recipients(self, cp: Checkpoint, runs: Sequence[str]) -> list[Any]:
+        """For a revert: each accepted delivery of `runs` (its `event_id`, `row_key` and
+        `user`), where the target keeps what it got and the earlier values must follow."""
 
     def not_sent(self, why: str) -> Delivered:
         """The result of a part of the run that sent nothing (an earlier target stopped)."""

@@ -23,9 +23,10 @@ Rules (each problem names the row, the column and what to do):
   is 1–64 printable ASCII characters without spaces.
 * Structural cells (ids, times, types, keys, modes) are stripped of surrounding whitespace;
   attribute values and lookup values are kept exactly. Formula-looking text is just text.
-* mParticle user: `identity.<key>` cells and `mpid` are carried as stripped text (checked per
-  target by `pipeline.targets.mparticle.mapping`, so a row without a user still suits
-  Usermaven). They join the row key only when present, with the row's `event_time`.
+* The user (`identity.<key>` cells and `mpid`, columns the targets name through
+  `pipeline.targets.user_columns`) is carried as stripped text, checked per target (so a row
+  without a user still suits a target that needs none). They join the row key only when
+  present, with the row's `event_time`.
 * Row key: `keys.row_key` of the effective, normalised correction (defaults applied, times in
   UTC ISO form with milliseconds), so it depends on content only. A problem row's key hashes its
   raw cells; a row that could not be parsed at all (no cells) hashes its number and problem.
@@ -46,7 +47,7 @@ from pipeline.keys import row_key
 from pipeline.model import MERGE_MODES, Correction, RowProblem, SheetDefaults, Window
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.sheet import EXPECT_PREFIX, RawRow, check_columns, columns, read_rows
-from pipeline.targets.mparticle.limits import IDENTITY_PREFIX, MPID_COLUMN
+from pipeline.targets import user_columns
 from pipeline.timeutil import month_window, parse_timestamp
 from pipeline.validate_values import (
     _EXAMPLE_TIME,
@@ -63,6 +64,9 @@ from pipeline.validate_values import (
 from pipeline.validate_values import (
     MAX_ATTRIBUTES_BYTES as MAX_ATTRIBUTES_BYTES,  # re-exported: part of the sheet contract
 )
+
+IDENTITY_PREFIX, _, MPID_COLUMN = user_columns()  # the user's columns in a sheet
+_PREFIX_LEN = len(IDENTITY_PREFIX)
 
 MAX_IDEMPOTENCY_KEY = 64
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
@@ -259,10 +263,10 @@ def _user(cells: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
     """The mParticle user: `identity.<key>` cells (stripped text) and the `mpid` cell."""
     identities: dict[str, str] = {}
     for col, value in cells.items():
-        if col[:9] == IDENTITY_PREFIX:
+        if col[:_PREFIX_LEN] == IDENTITY_PREFIX:
             text = _structural(value)
             if text is not None:
-                identities[col[9:]] = text
+                identities[col[_PREFIX_LEN:]] = text
     return identities, _structural(cells.get(MPID_COLUMN))
 
 

@@ -8,13 +8,14 @@ deliver after it, from what it found.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, make_http_client
 from pipeline.model import SUCCESS, Status
+from pipeline.planfile import PlanError
 from pipeline.run_types import Delivered, RunResult
 from pipeline.runner import Runner
 from pipeline.target import RunContext
@@ -23,6 +24,26 @@ from pipeline.transport import AiohttpTransport
 
 class Usermaven:
     name = "usermaven"
+    needs_users = False
+
+    def identity(self, setup: Any) -> dict[str, Any]:
+        return {"url": setup.identity or setup.api_url, "workspace": workspace_id(setup.token)}
+
+    def plan_options(self, setup: Any) -> dict[str, Any] | None:
+        return None
+
+    def for_plan(self, identity: dict[str, Any], options: dict[str, Any] | None,
+                 setup: Any) -> Any:
+        mine = self.identity(setup)
+        if identity.get("url") != mine["url"]:
+            raise PlanError(f"the plan was made against {identity.get('url')}, not "
+                            f"{mine['url']}; apply it to the API it was reviewed for, or make "
+                            "a new plan")
+        if identity.get("workspace") and identity["workspace"] != mine["workspace"]:
+            raise PlanError("the plan was made for another workspace (another API key); use "
+                            "the token of the workspace it was reviewed for, or make a new "
+                            "plan")
+        return setup
 
     def bind(self, cp: Checkpoint, setup: Any) -> None:
         cp.bind_target(setup.identity or setup.api_url, workspace_id(setup.token))
@@ -50,6 +71,12 @@ class Usermaven:
                 if run.early:
                     runner.request_stop(run.early[0])
                 return await runner.run(run.batches())
+
+    def checkpoint_identity(self, cp: Checkpoint) -> dict[str, Any] | None:
+        return {"url": cp.meta("api_url"), "workspace": cp.meta("workspace")}
+
+    def undo_recipients(self, cp: Checkpoint, runs: Sequence[str]) -> list[Any]:
+        return []  # a revert is a guarded `replace` with the earlier state: no recipients
 
     def not_sent(self, why: str) -> Delivered:
         return RunResult(skipped=why)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint
+from pipeline.planfile import PlanError
 from pipeline.run_types import Delivered
 from pipeline.target import RunContext
 from pipeline.targets import PRIMARY
+from pipeline.targets.mparticle import undo
 from pipeline.targets.mparticle.deliver import (
     MParticleResult,
     MParticleSetup,
@@ -16,10 +19,30 @@ from pipeline.targets.mparticle.deliver import (
     rows_left,
 )
 from pipeline.targets.mparticle.ledger import Ledger, has_ledger
+from pipeline.targets.mparticle.mapping import MParticleOptions
 
 
 class MParticle:
     name = "mparticle"
+    needs_users = True
+
+    def identity(self, setup: MParticleSetup) -> dict[str, Any]:
+        return {"url": setup.target.name, "workspace": setup.target.workspace}
+
+    def plan_options(self, setup: MParticleSetup) -> dict[str, Any] | None:
+        return dict(setup.options.__dict__)
+
+    def for_plan(self, identity: dict[str, Any], options: dict[str, Any] | None,
+                 setup: MParticleSetup) -> MParticleSetup:
+        """mParticle as the plan reviewed it: its options, and only the input it was made
+        for."""
+        if identity.get("url") != setup.target.name:
+            raise PlanError(f"the plan delivers to mParticle at {identity.get('url')}, not "
+                            f"{setup.target.name}; apply it to the input it was reviewed for")
+        if identity.get("workspace") and identity["workspace"] != setup.target.workspace:
+            raise PlanError("the plan was made for another mParticle input (another "
+                            "MPARTICLE_API_KEY); use that key, or make a new plan")
+        return replace(setup, options=MParticleOptions(**(options or {})))
 
     def bind(self, cp: Checkpoint, setup: MParticleSetup) -> None:
         Ledger(cp).bind(setup.target.name, setup.target.workspace)
@@ -31,6 +54,12 @@ class MParticle:
         return deliver(run.cp, setup, run.options, run.batches, run_id=run.run_id,
                        generation=run.generation, usermaven=PRIMARY in run.targets,
                        install_signals=run.install_signals, early=run.early)
+
+    def checkpoint_identity(self, cp: Checkpoint) -> dict[str, Any] | None:
+        return undo.identity(cp)
+
+    def undo_recipients(self, cp: Checkpoint, runs: Sequence[str]) -> list[Any]:
+        return list(undo.delivered(cp, runs))
 
     def not_sent(self, why: str) -> Delivered:
         return MParticleResult(skipped=why)
