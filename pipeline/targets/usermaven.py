@@ -15,7 +15,6 @@ from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.client import UsermavenClient, make_http_client
 from pipeline.model import SUCCESS, Status
-from pipeline.planfile import PlanError
 from pipeline.run_types import Delivered, RunResult
 from pipeline.runner import Runner
 from pipeline.target import RunContext
@@ -34,6 +33,8 @@ class Usermaven:
 
     def for_plan(self, identity: dict[str, Any], options: dict[str, Any] | None,
                  setup: Any) -> Any:
+        from pipeline.planfile import PlanError  # plans only: not loaded by every run
+
         mine = self.identity(setup)
         if identity.get("url") != mine["url"]:
             raise PlanError(f"the plan was made against {identity.get('url')}, not "

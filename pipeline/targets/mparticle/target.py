@@ -7,7 +7,6 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.planfile import PlanError
 from pipeline.run_types import Delivered
 from pipeline.target import RunContext
 from pipeline.targets import PRIMARY
@@ -36,6 +35,8 @@ class MParticle:
                  setup: MParticleSetup) -> MParticleSetup:
         """mParticle as the plan reviewed it: its options, and only the input it was made
         for."""
+        from pipeline.planfile import PlanError  # plans only: not loaded by every run
+
         if identity.get("url") != setup.target.name:
             raise PlanError(f"the plan delivers to mParticle at {identity.get('url')}, not "
                             f"{setup.target.name}; apply it to the input it was reviewed for")
