@@ -30,6 +30,7 @@ from pipeline.lock import RunLock
 from pipeline.logs import current_run_id
 from pipeline.model import Correction, RowProblem, SheetDefaults, Status
 from pipeline.progress import RunProgress
+from pipeline.read_once import ReadOnce
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import url_for_display
 from pipeline.report import COLUMNS, report_format
@@ -83,10 +84,21 @@ class SheetJob:
         """Whether the sheet has an `idempotency_key` column (read from its header only)."""
         return "idempotency_key" in columns(self.sheet, self.sheet_name, self.dialect)
 
+    #: set by `read_once`: the run's passes replay the first one
+    spool: ReadOnce | None = field(default=None, repr=False, compare=False)
+
     def batches(self) -> Iterator[list[Correction | RowProblem]]:
+        """The rows, checked, in batches (replayed after the first pass of a run)."""
+        return self.spool() if self.spool is not None else self.read()
+
+    def read(self) -> Iterator[list[Correction | RowProblem]]:
         return validate_batches(self.sheet, self.defaults, batch_size=self.batch_size,
                                 sheet_name=self.sheet_name, dialect=self.dialect,
                                 usermaven=self.usermaven)
+
+    def read_once(self) -> SheetJob:
+        """This job with its rows parsed once, however many passes a run makes."""
+        return self if self.spool is not None else replace(self, spool=ReadOnce(self.read))
 
 
 def default_checkpoint(sheet: Path) -> Path:
@@ -160,10 +172,22 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
     if not setups:
         raise SheetError("no target: give --target usermaven and/or --target mparticle")
     setups = {name: setups[name] for name in in_order(list(setups))}
-    job = replace(job, usermaven=target is not None)
+    job = replace(job, usermaven=target is not None, spool=None).read_once()
+    assert job.spool is not None
+    try:
+        return _apply(job, setups, options, checkpoint, report, strict, on_row,
+                      install_signals, progress)
+    finally:
+        job.spool.close()
+
+
+def _apply(job: SheetJob, setups: dict[str, Any], options: RunOptions, checkpoint: Path,
+           report: Path | str, strict: bool,
+           on_row: Callable[[int, Status, str | None], None] | None,
+           install_signals: bool, progress: RunProgress | None) -> ApplyOutcome:
     if strict:
         refuse_invalid(job, {n: get(n).offline_options(s) for n, s in setups.items()
-                             if n != PRIMARY}, usermaven=target is not None)
+                             if n != PRIMARY}, usermaven=PRIMARY in setups)
     with RunLock(checkpoint):
         cp = Checkpoint(checkpoint)
         try:

@@ -34,7 +34,7 @@ class PlanJob(SheetJob):
     refresh: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def batches(self) -> Iterator[list[Correction | RowProblem]]:
+    def read(self) -> Iterator[list[Correction | RowProblem]]:
         assert self.plan is not None
         yield from plan_corrections(self.plan, refresh=self.refresh,
                                     batch_size=self.batch_size)
