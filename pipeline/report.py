@@ -23,15 +23,13 @@ from pipeline.checkpoint_schema import REPORT_COLUMNS
 from pipeline.errors import UsageError
 from pipeline.private_files import refuse_symlink
 from pipeline.storage import is_remote, remote_name, upload
+from pipeline.targets import report_columns
 from pipeline.textsafe import needs_neutralising, neutralise_cell
 
 COLUMNS = REPORT_COLUMNS
-#: With mParticle among the targets: one line per (row, event, target), saying whose it is,
-#: plus mParticle's ids. With Usermaven alone the report keeps exactly `COLUMNS`.
-TARGET_COLUMNS = (
-    COLUMNS[:2] + ("target",) + COLUMNS[2:]
-    + ("source_message_id", "source_request_id", "endpoint")
-)
+#: With several targets: one line per (row, event, target), saying whose it is, plus each
+#: target's own ids. With the primary target alone the report keeps exactly `COLUMNS`.
+TARGET_COLUMNS = COLUMNS[:2] + ("target",) + COLUMNS[2:] + report_columns()
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl"}
 _INT_COLUMNS = {"row_number", "http_status", "attempts"}
 #: Line ends of the CSV report. A `\r` in the terminator makes every csv module quote a cell

@@ -12,6 +12,7 @@ import click
 from pipeline.jobs import ApplyOutcome
 from pipeline.jsontypes import json_type, same_json
 from pipeline.model import Status
+from pipeline.targets import PRIMARY, get, primary_only
 from pipeline.textsafe import printable
 
 _ORDER = [s.value for s in (
@@ -45,13 +46,14 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
             "report": str(outcome.report), "checkpoint": str(outcome.checkpoint),
             "exit_code": outcome.exit_code, "stopped": r.stop_reason,
             "targets": outcome.by_target,
-            **({"mparticle": _mparticle_json(outcome)} if outcome.mparticle else {}),
+            **{name: get(name).summary(d) for name, d in outcome.deliveries.items()
+               if name != PRIMARY},
         })
         return
     echo(f"run {outcome.run_id} · {sheet}")
     echo(f"rows: {total} in the sheet · {t.rows_new} new · {t.rows_done} already done · "
          f"{outcome.rows_gone} gone since earlier runs")
-    if "mparticle" in outcome.targets:
+    if not primary_only(outcome.targets):
         for target, counts in outcome.by_target.items():
             echo(f"{target}:")
             _counts(echo, counts)
@@ -64,8 +66,10 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
         echo(f"reconciled without resending: {t.reconciled}")
     if r.stop_reason:
         echo(f"stopped: {r.stop_reason}")
-    if outcome.mparticle is not None:
-        _mparticle_lines(echo, outcome)
+    for name, d in outcome.deliveries.items():
+        if name != PRIMARY:
+            for line in get(name).summary_lines(d, outcome.result.stop_reason):
+                echo(line)
     echo(f"report: {outcome.report}")
     if outcome.checkpoint.exists():  # a plan's checkpoint is temporary
         echo(f"checkpoint: {outcome.checkpoint}")
@@ -75,29 +79,6 @@ def print_summary(outcome: ApplyOutcome, *, sheet: Path | str, log_json: bool = 
 def _counts(echo: Any, counts: dict[str, int]) -> None:
     for name in sorted(counts, key=lambda s: _ORDER.index(s) if s in _ORDER else 99):
         echo(f"  {name:<10} {counts[name]:>8}")
-
-
-def _mparticle_json(outcome: ApplyOutcome) -> dict[str, Any]:
-    mp = outcome.mparticle
-    assert mp is not None
-    return {"requests": mp.requests, "batches_planned": mp.batches_planned,
-            "batches_sent": mp.batches_sent, "by_endpoint": mp.by_endpoint,
-            "retries": mp.retries, "throttled": mp.throttled, "seconds": round(mp.elapsed, 3),
-            "stopped": mp.stop_reason or mp.skipped, "fatal": mp.fatal}
-
-
-def _mparticle_lines(echo: Any, outcome: ApplyOutcome) -> None:
-    mp = outcome.mparticle
-    assert mp is not None
-    if mp.skipped:
-        echo(f"mparticle: nothing sent ({mp.skipped}); rerun to deliver")
-        return
-    where = ", ".join(f"{n} to {path}" for path, n in sorted(mp.by_endpoint.items()))
-    echo(f"mparticle: {mp.requests} requests · {mp.batches_sent} batches accepted"
-         + (f" ({where})" if where else "") + f" · retries {mp.retries} · "
-         f"throttled {mp.throttled} · {mp.elapsed:.1f} s")
-    if mp.stop_reason and mp.stop_reason != outcome.result.stop_reason:
-        echo(f"mparticle stopped: {mp.stop_reason}")
 
 
 def print_plan_details(outcome: ApplyOutcome, out: TextIO | None = None) -> None:

@@ -77,6 +77,12 @@ class Target(Protocol):
         """For a revert: each accepted delivery of `runs` (its `event_id`, `row_key` and
         `user`), where the target keeps what it got and the earlier values must follow."""
 
+    def summary(self, result: Any) -> dict[str, Any]:
+        """This target's part of the run, for the JSON summary."""
+
+    def summary_lines(self, result: Any, run_stop: str | None) -> list[str]:
+        """This target's part of the run, for the printed summary."""
+
     def not_sent(self, why: str) -> Delivered:
         """The result of a part of the run that sent nothing (an earlier target stopped)."""
 

@@ -23,10 +23,8 @@ Rules (each problem names the row, the column and what to do):
   is 1–64 printable ASCII characters without spaces.
 * Structural cells (ids, times, types, keys, modes) are stripped of surrounding whitespace;
   attribute values and lookup values are kept exactly. Formula-looking text is just text.
-* The user (`identity.<key>` cells and `mpid`, columns the targets name through
-  `pipeline.targets.user_columns`) is carried as stripped text, checked per target (so a row
-  without a user still suits a target that needs none). They join the row key only when
-  present, with the row's `event_time`.
+* The user (`identity.<key>`, `mpid`: `pipeline.targets.user_columns`) is stripped text,
+  checked per target; it joins the row key only when present, with the row's `event_time`.
 * Row key: `keys.row_key` of the effective, normalised correction (defaults applied, times in
   UTC ISO form with milliseconds), so it depends on content only. A problem row's key hashes its
   raw cells; a row that could not be parsed at all (no cells) hashes its number and problem.

@@ -97,6 +97,12 @@ def user_columns() -> tuple[str, tuple[str, ...], str]:
     return m.IDENTITY_PREFIX, tuple(m.IDENTITY_KEYS), m.MPID_COLUMN
 
 
+def report_columns() -> tuple[str, ...]:
+    """The report columns the targets add after the common ones (their own ids)."""
+    return tuple(col for name in _HOOKS
+                 for col in _hook(name, "columns").REPORT_COLUMNS)
+
+
 def _hook(name: str, kind: str) -> Any:
     return import_module(_HOOKS[name][kind])
 

@@ -79,6 +79,12 @@ class Usermaven:
     def undo_recipients(self, cp: Checkpoint, runs: Sequence[str]) -> list[Any]:
         return []  # a revert is a guarded `replace` with the earlier state: no recipients
 
+    def summary(self, result: Delivered) -> dict[str, Any]:
+        return {}  # the summary's main lines are the primary target's
+
+    def summary_lines(self, result: Delivered, run_stop: str | None) -> list[str]:
+        return []
+
     def not_sent(self, why: str) -> Delivered:
         return RunResult(skipped=why)
 

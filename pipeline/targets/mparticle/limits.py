@@ -55,3 +55,7 @@ PODS = {
 BULK_PATH = "/v2/bulkevents"
 HISTORICAL_PATH = "/v2/bulkevents/historical"
 EVENTS_PATH = "/v2/events"
+
+#: What the audit report adds for mParticle's lines: the ids it deduplicates on, and where
+#: each batch went.
+REPORT_COLUMNS = ("source_message_id", "source_request_id", "endpoint")

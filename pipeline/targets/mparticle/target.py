@@ -62,6 +62,26 @@ class MParticle:
     def undo_recipients(self, cp: Checkpoint, runs: Sequence[str]) -> list[Any]:
         return list(undo.delivered(cp, runs))
 
+    def summary(self, result: MParticleResult) -> dict[str, Any]:
+        mp = result
+        return {"requests": mp.requests, "batches_planned": mp.batches_planned,
+                "batches_sent": mp.batches_sent, "by_endpoint": mp.by_endpoint,
+                "retries": mp.retries, "throttled": mp.throttled,
+                "seconds": round(mp.elapsed, 3), "stopped": mp.stop_reason or mp.skipped,
+                "fatal": mp.fatal}
+
+    def summary_lines(self, result: MParticleResult, run_stop: str | None) -> list[str]:
+        mp = result
+        if mp.skipped:
+            return [f"mparticle: nothing sent ({mp.skipped}); rerun to deliver"]
+        where = ", ".join(f"{n} to {path}" for path, n in sorted(mp.by_endpoint.items()))
+        lines = [f"mparticle: {mp.requests} requests · {mp.batches_sent} batches accepted"
+                 + (f" ({where})" if where else "") + f" · retries {mp.retries} · "
+                 f"throttled {mp.throttled} · {mp.elapsed:.1f} s"]
+        if mp.stop_reason and mp.stop_reason != run_stop:
+            lines.append(f"mparticle stopped: {mp.stop_reason}")
+        return lines
+
     def not_sent(self, why: str) -> Delivered:
         return MParticleResult(skipped=why)
 
