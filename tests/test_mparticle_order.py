@@ -172,6 +172,53 @@ def test_a_change_undone_and_redone_is_sent_each_time_to_mparticle_alone(tmp_pat
     assert sent == ["5.00", "6.00", "5.00"]
 
 
+FLIPS = ["5.00", "6.00", "5.00", "6.00", "5.00"]
+
+
+@pytest.mark.parametrize("by", ["event_id", "lookup"])
+def test_a_change_flipped_back_and_forth_is_sent_every_time_to_mparticle_alone(tmp_path, by):
+    """A → B → A → B → A on one event, mParticle alone: five corrections sent, none a
+    duplicate, and the last one mParticle receives is the sheet's last."""
+    when = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    if by == "event_id":
+        who = [{"event_id": EVENT, "timestamp": (when + timedelta(seconds=s)).isoformat()}
+               for s in (0, 0, 1, 1, 2)]
+    else:
+        who = [{"event_type": "order_completed", "lookup_key": "order_id",
+                "lookup_value": "ORD-1", "event_time": (when + timedelta(seconds=s)).isoformat()}
+               for s in (0, 0, 1, 1, 2)]
+    rows = [{**w, "identity.customer_id": "C-1", "set.price": p}
+            for w, p in zip(who, FLIPS, strict=True)]
+    with hostile_server(lambda ex: ex.reply(202, "")) as srv:
+        out = run(srv.url, write_csv(tmp_path / "s.csv", rows), tmp_path)
+    got = lines(out)
+    assert [r["status"] for r in got] == ["accepted"] * 5, got
+    assert len({r["source_message_id"] for r in got}) == 5
+    sent = [e["data"]["custom_attributes"]["price"] for ex in srv.seen
+            for b in batches_of(ex) for e in b["events"]]
+    assert sent == FLIPS
+
+
+def test_rows_appended_to_a_flipping_sheet_after_a_run_are_sent_not_taken_for_duplicates(
+        tmp_path):
+    """A → B → A delivered, then the sheet gains B and A: the next run sends both (the event
+    is at A, so B is a change, and the last A a redo), each under a message id of its own."""
+    when = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    rows = [{"event_id": EVENT, "timestamp": (when + timedelta(seconds=s)).isoformat(),
+             "identity.customer_id": "C-1", "set.price": p}
+            for s, p in zip((0, 0, 1, 1, 2), FLIPS, strict=True)]
+    with hostile_server(lambda ex: ex.reply(202, "")) as srv:
+        run(srv.url, write_csv(tmp_path / "s.csv", rows[:3]), tmp_path)
+        seen = len(srv.seen)
+        out = run(srv.url, write_csv(tmp_path / "s.csv", rows), tmp_path)
+        later = [e["data"]["custom_attributes"]["price"] for ex in srv.seen[seen:]
+                 for b in batches_of(ex) for e in b["events"]]
+    got = lines(out)
+    assert [r["status"] for r in got] == ["accepted"] * 5, got
+    assert len({r["source_message_id"] for r in got}) == 5
+    assert later == ["6.00", "5.00"]
+
+
 # -- limits that belong to Usermaven ---------------------------------------------------------
 
 

@@ -35,8 +35,20 @@ if TYPE_CHECKING:
     from pipeline.runner import RunOptions
     from pipeline.targets.mparticle.deliver import MParticleResult
 
+#: How many times one change may be redone on one event in one sheet before its later
+#: repetitions count as duplicates (a bound, not a limit anyone meets).
+_MAX_REDOS = 1000
 #: Usermaven row outcomes that mean "no event to attach the correction to".
 _UNRESOLVED = {Status.NOT_FOUND.value, Status.AMBIGUOUS.value}
+
+
+def _subject(c: Correction) -> str:
+    """What a row's change is about, as the sheet names it: its event, or its lookup."""
+    return c.event_id or f"lookup:{c.event_type}:{c.lookup_key}={c.lookup_value}"
+
+
+def _change_of(c: Correction) -> str:
+    return canonical_json([dict(c.attributes), c.merge_mode])
 
 
 class Planning:
@@ -71,8 +83,10 @@ class Planning:
             self.result.rows_done += len(done)
             todo = [c for c in corrections if c.row_key not in done]
             if not todo:
+                for c in corrections:  # later rows redo relative to these changes
+                    self._last_change[_subject(c)] = _change_of(c)
                 continue
-            planned, placeholders = self._plan_rows(todo)
+            planned, placeholders = self._plan_rows(todo, corrections)
             built, too_big = build_batches(planned, self.mp, now)
             placeholders += [Placeholder(d.row_key, "invalid", p.for_row(d.row_number))
                              for d, p in too_big]
@@ -80,8 +94,10 @@ class Planning:
                                     status=status, run_id=self.run_id)
             self.result.batches_planned += len(built)
 
-    def _plan_rows(self, todo: list[Correction]) -> tuple[list[PlannedDelivery],
-                                                           list[Placeholder]]:
+    def _plan_rows(self, todo: list[Correction], in_order: list[Correction]
+                   ) -> tuple[list[PlannedDelivery], list[Placeholder]]:
+        """Deliveries of `todo`; `in_order` also holds the rows delivered by earlier runs,
+        whose changes later rows' redo keys count from."""
         intents: dict[str, list[Intent]] = {}
         row_states: dict[str, tuple[str, str | None]] = {}
         if self.usermaven and self.mp.mode == "event":
@@ -91,37 +107,41 @@ class Planning:
         planned: list[PlannedDelivery] = []
         placeholders: list[Placeholder] = []
         owners_here: dict[str, int] = {}
-        candidates: list[tuple[Correction, User, list[Source]]] = []
-        for c in todo:
+        candidates: list[tuple[Correction, User | None, list[Source]]] = []
+        pending = {c.row_key for c in todo}
+        for c in in_order:
+            if c.row_key not in pending:
+                candidates.append((c, None, []))  # delivered before: its change only
+                continue
             problem = check_row(c, self.mp)
             if problem is not None:
                 placeholders.append(Placeholder(c.row_key, "invalid",
                                                 problem.for_row(c.row_number)))
                 continue
-            user = user_of(c)
-            assert isinstance(user, User)
+            found = user_of(c)
+            assert isinstance(found, User)
             sources = self._sources(c, intents, row_states)
             if isinstance(sources, Placeholder):
                 placeholders.append(sources)
                 continue
-            candidates.append((c, user, sources))
+            candidates.append((c, found, sources))
         smids = [source_message_id(s.correction_key) for _, _, ss in candidates for s in ss]
         owners = self.ledger.message_owners(smids)
-        for c, user, sources in candidates:
+        for c, who, sources in candidates:
+            if who is None:
+                self._last_change[_subject(c)] = _change_of(c)
+                continue
             for seq, s in enumerate(sources):
                 smid = source_message_id(s.correction_key)
-                subject = s.event_id or f"lookup:{c.event_type}:{c.lookup_key}={c.lookup_value}"
-                change = canonical_json([dict(c.attributes), c.merge_mode])
+                subject = s.event_id or _subject(c)
+                change = _change_of(c)
                 last = self._last_change.get(subject)
                 self._last_change[subject] = change
-                taken = owners.get(smid, c.row_key) != c.row_key or smid in owners_here
-                if taken and last is not None and last != change:
+                if last is not None and last != change:
                     # A → B → A: the second A is a correction of its own (as Usermaven's keys
-                    # make it), not a duplicate of the first
-                    s = Source(per_event_key(s.correction_key, f"{subject}|after|{last}"),
-                               s.event_id, s.event_time)
-                    smid = source_message_id(s.correction_key)
-                    owners.update(self.ledger.message_owners([smid]))
+                    # make it), not a duplicate of the first; a third A walks on again
+                    s, smid = self._redo(c, s, smid, f"{subject}|after|{last}", owners,
+                                         owners_here)
                 owner = owners.get(smid)
                 if owner is not None and owner != c.row_key:
                     placeholders.append(Placeholder(c.row_key, "duplicate",
@@ -132,8 +152,20 @@ class Planning:
                         c.row_key, "duplicate", f"same correction as row {owners_here[smid]}"))
                     continue
                 owners_here[smid] = c.row_number
-                planned.append(self._delivery(c, user, s, seq, smid))
+                planned.append(self._delivery(c, who, s, seq, smid))
         return planned, placeholders
+
+    def _redo(self, c: Correction, s: Source, smid: str, suffix: str,
+              owners: dict[str, str], owners_here: dict[str, int]) -> tuple[Source, str]:
+        """The first key along `s`'s chain of redo suffixes that no other row holds (the
+        same on every rerun: each row meets the chain in sheet order)."""
+        for _ in range(_MAX_REDOS):
+            if owners.get(smid, c.row_key) == c.row_key and smid not in owners_here:
+                break
+            s = Source(per_event_key(s.correction_key, suffix), s.event_id, s.event_time)
+            smid = source_message_id(s.correction_key)
+            owners.update(self.ledger.message_owners([smid]))
+        return s, smid
 
     def _sources(self, c: Correction, intents: dict[str, list[Intent]],
                  row_states: dict[str, tuple[str, str | None]]) -> list[Source] | Placeholder:
