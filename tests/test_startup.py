@@ -131,3 +131,19 @@ def test_httpx_command_line_still_runs_when_called(tmp_path):
                          text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "--method" in res.stdout or "METHOD" in res.stdout
+
+
+def test_importing_the_library_loads_no_client_stack_until_an_api_function_is_used():
+    """`import pipeline` (and its error and dialect names) loads no HTTP, CLI or sheet
+    library; the first API function brings `pipeline.api` in."""
+    code = ("import json, sys\nimport pipeline\n"
+            "pipeline.CorrectionsError, pipeline.Dialect, pipeline.__version__\n"
+            "before = sorted(sys.modules)\npipeline.apply\n"
+            "print(json.dumps([before, sorted(sys.modules)]))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    before, after = (set(m) for m in json.loads(res.stdout))
+    heavy = ("aiohttp", "httpx", "click", "asyncio", "sqlite3") + SHEET_FORMATS
+    assert present(before, heavy) == []
+    assert "pipeline.api" not in before and "pipeline.api" in after
