@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -41,6 +42,12 @@ MUTATION_PATH = "/v1/event-mutation"
 #: 408 (the server gave up waiting for our request) is as transient as a 5xx
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+#: one encoder for every body (`json.dumps` with options builds a new one per call)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+#: a sheet's windows repeat row after row, and strftime is dear: each distinct time is
+#: formatted once
+_api_time = lru_cache(maxsize=4096)(format_api)
 
 
 @dataclass(frozen=True)
@@ -181,8 +188,8 @@ class UsermavenClient:
             "event_type": event_type,
             "attribute_key": attribute_key,
             "attribute_value": attribute_value,
-            "from_timestamp": format_api(window.start),
-            "to_timestamp": format_api(window.end),
+            "from_timestamp": _api_time(window.start),
+            "to_timestamp": _api_time(window.end),
         }
         data = await self._post(LOOKUP_PATH, body)
         items = data.get("data") if isinstance(data, dict) else None
@@ -197,7 +204,7 @@ class UsermavenClient:
         """`timestamp`: a datetime, or text already in the API's form (`format_api`)."""
         body = {
             "event_id": event_id,
-            "timestamp": timestamp if isinstance(timestamp, str) else format_api(timestamp),
+            "timestamp": timestamp if isinstance(timestamp, str) else _api_time(timestamp),
             "event_attributes": attributes,
             "merge_mode": merge_mode,
             "idempotency_key": idempotency_key,
@@ -214,8 +221,7 @@ class UsermavenClient:
         return MutationResult(mutation_id=str(data["mutation_id"]), http_status=200)
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
-        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
-                             allow_nan=False).encode("utf-8")
+        content = _encode(body).encode("utf-8")
         self.requests += 1
         with transport_errors():
             route = self._routes.get(path)
