@@ -93,14 +93,16 @@ class LookupCache:
     def __init__(self, lookup: LookupFn, max_entries: int = 50_000) -> None:
         self._lookup = lookup
         self._max = max_entries
-        self._done: OrderedDict[tuple[str, ...], tuple[list[FoundEvent], int]] = OrderedDict()
-        self._pending: dict[tuple[str, ...], asyncio.Future[tuple[list[FoundEvent], int]]] = {}
+        self._done: OrderedDict[tuple[object, ...], tuple[list[FoundEvent], int]] = OrderedDict()
+        self._pending: dict[tuple[object, ...],
+                            asyncio.Future[tuple[list[FoundEvent], int]]] = {}
         self.requests = 0
         self.hits = 0
 
     async def get(self, event_type: str, key: str, value: str,
                   window: Window) -> tuple[list[FoundEvent], int]:
-        ck = (event_type, key, value, window.start.isoformat(), window.end.isoformat())
+        # equal instants are one window, whatever their zone (datetimes hash by instant)
+        ck = (event_type, key, value, window.start, window.end)
         if ck in self._done:
             self.hits += 1
             self._done.move_to_end(ck)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from pipeline.breaker import Breaker, default_threshold
@@ -90,10 +89,15 @@ class Throttle:
         if self.closed:
             raise Stopped
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """One request's turn: after any pause, within the rate and the current limit."""
-        await self._wait_for_pause()
+    def slot(self) -> _Slot:
+        """One request's turn (`async with throttle.slot():`): after any pause, within the
+        rate and the current limit. A plain object, not a generator: every request takes one,
+        and the common case (no pause, a free place) costs no extra coroutine."""
+        return _Slot(self)
+
+    async def _enter(self) -> None:
+        if self._resume_at > time.monotonic() or self._closed.is_set():
+            await self._wait_for_pause()
         if self._in_flight < int(self.limit) and not self._waiters:
             self._in_flight += 1
         else:
@@ -114,10 +118,11 @@ class Throttle:
         try:
             if self._rate is not None:
                 await self._rate.acquire()
-            await self._wait_for_pause()  # raises Stopped once the run stops
-            yield
-        finally:
+            if self._resume_at > time.monotonic() or self._closed.is_set():
+                await self._wait_for_pause()  # raises Stopped once the run stops
+        except BaseException:
             self._release()
+            raise
 
     def _release(self) -> None:
         self._in_flight -= 1
@@ -142,3 +147,18 @@ class Throttle:
         if new < self.limit:
             self.cuts += 1
         self.limit = new
+
+
+class _Slot:
+    """`Throttle.slot()`'s context: the place is taken on entry and given back on exit."""
+
+    __slots__ = ("_throttle",)
+
+    def __init__(self, throttle: Throttle) -> None:
+        self._throttle = throttle
+
+    async def __aenter__(self) -> None:
+        await self._throttle._enter()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._throttle._release()
