@@ -56,6 +56,10 @@ class KeyOwner:
     landed: bool = True  # this run's holders are being sent now
 
 
+#: How often one change may be redone on one event before the chain of keys stops growing
+#: (a bound for safety, not a limit anyone meets).
+_MAX_REDOS = 1000
+
 #: Who held a key in earlier runs (the checkpoint, for the runner; a dict's `get` in tests).
 Held = Callable[[str], KeyOwner | None]
 #: Whether more than one distinct row of the sheet names an explicit key.
@@ -198,7 +202,14 @@ def decide(c: Correction, events: Sequence[EventTarget], memory: Memory, held: H
                 if not _repeats(view, key, c, t.event_id, change):
                     break
         elif (note := _duplicate_of(view, key, c, t.event_id, change)) is not None:
-            status = Status.DUPLICATE
+            if before is not None and _from_earlier_run(view, key):
+                # the event no longer holds what an earlier sheet applied under this key:
+                # it was changed since (A → B → A across sheets), so this is a redo, sent
+                # under a key of its own (the old one would only replay the old answer)
+                key = _redo_key(view, key, c, t.event_id, change, canonical_json(before))
+                note = None
+            else:
+                status = Status.DUPLICATE
         if status in (Status.PLANNED, Status.PENDING):
             note = _plan_note(c, t, before, attrs, plan_only)
         view.states[t.event_id] = after_state(before, attrs, c.merge_mode)
@@ -250,6 +261,24 @@ def _repeats(view: _View, key: str, c: Correction, event_id: str, change: str) -
     owner = view.this_run(key)
     return (owner is not None and owner.row_key != c.row_key and owner.event_id == event_id
             and owner.change == change)
+
+
+def _from_earlier_run(view: _View, key: str) -> bool:
+    owner = view.owner(key)
+    return owner is not None and owner.row_number is None
+
+
+def _redo_key(view: _View, key: str, c: Correction, event_id: str, change: str,
+              before: str) -> str:
+    """The first key along the redo chain that no landed holder of this change has: the same
+    on every rerun, since it depends on the key and the state the event is in now."""
+    for _ in range(_MAX_REDOS):
+        key = per_event_key(key, f"{event_id}|after|{before}")
+        owner = view.owner(key)
+        if (owner is None or owner.row_key == c.row_key or not owner.landed
+                or owner.event_id != event_id or owner.change != change):
+            break
+    return key
 
 
 def _duplicate_of(view: _View, key: str, c: Correction, event_id: str,

@@ -140,6 +140,23 @@ def test_an_earlier_holder_whose_change_landed_makes_a_duplicate():
     assert item.note is not None and "earlier sheet" in item.note
 
 
+def test_a_change_an_earlier_run_applied_but_the_event_no_longer_holds_is_a_redo():
+    """A landed earlier holder of the key, and an event seen in another state: the row is
+    sent under a key of its own, the same one on every call; seen holding the change it is
+    `unchanged`; not seen at all (no lookup) it stays a duplicate."""
+    c = row(1, {"price": 7})
+    key = decide(c, [target("evt-0")], Memory()).items[0].idempotency_key
+    held = {key: _holder(c, "evt-0", landed=True)}.get
+    moved_on = [decide(c, [target("evt-0", {"price": 8})], Memory(), held).items[0]
+                for _ in range(2)]
+    assert [i.status for i in moved_on] == [Status.PENDING] * 2
+    assert moved_on[0].idempotency_key == moved_on[1].idempotency_key != key
+    holding = decide(c, [target("evt-0", {"price": 7})], Memory(), held).items[0]
+    assert holding.status is Status.UNCHANGED
+    unseen = decide(c, [target("evt-0")], Memory(), held).items[0]
+    assert unseen.status is Status.DUPLICATE
+
+
 def test_a_row_of_this_run_being_sent_makes_a_later_identical_change_a_duplicate():
     """A later row with the same change to the same event names the row already sending it."""
     decisions, _ = run([(row(3, {"price": 7}), [target("evt-0")]),

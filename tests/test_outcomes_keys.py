@@ -127,6 +127,26 @@ def test_an_edited_row_after_a_successful_one_is_still_a_duplicate(tmp_path):
     assert second.exit_code == 0
 
 
+def test_a_change_redone_in_a_later_sheet_after_another_change_is_applied_again(tmp_path):
+    """Sheet 1 sets A, sheet 2 sets B, sheet 3 sets A again (each applied, one checkpoint):
+    the event no longer holds A, so the third is a redo under a key of its own, not a
+    duplicate of the first; the event ends at A, and rerunning sheet 3 sends nothing."""
+    sheet = tmp_path / "s.csv"
+    sheets = [[order_row("ORD-1", "5.00")], [order_row("ORD-1", "6.00")],
+              [order_row("ORD-1", "5.00", **{"expect.final_price": "6.00"})]]
+    seen: list[tuple[list[str], str]] = []
+    with crafted_sandbox([event(1, {"order_id": "ORD-1"})]) as sb:
+        for rows in [*sheets, sheets[-1]]:
+            out = run_apply(sb.url, write_csv(sheet, rows), tmp_path)
+            lines = [r for r in read_report(out.report) if r["row_number"]]
+            seen.append(([r["status"] for r in lines], lines[0]["idempotency_key"]))
+        assert sb.stats()["requests"]["mutation"] == 3
+        assert sb.stats()["double_applied"] == []
+        assert sb.store.get(eid(1)).attributes["final_price"] == "5.00"
+    assert [s for s, _ in seen] == [["applied"]] * 4
+    assert len({k for _, k in seen[:3]}) == 3
+
+
 # -- explicit keys do not depend on row order ------------------------------------------------
 
 
