@@ -11,18 +11,15 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.errors import ApiError, RateLimited, TransientError, TransportFailure
 from pipeline.throttle import Throttle
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+# tenacity is loaded on the first failure: a run whose requests all succeed never needs it
 
 T = TypeVar("T")
 log = logging.getLogger("corrections.retry")
@@ -45,6 +42,8 @@ class _Wait:
     """Full jitter, but never less than the server's Retry-After."""
 
     def __init__(self, policy: RetryPolicy) -> None:
+        from tenacity import wait_random_exponential
+
         self._jitter = wait_random_exponential(multiplier=policy.backoff_base,
                                                max=policy.backoff_max)
 
@@ -108,6 +107,7 @@ async def call_with_retry(
     except BaseException as exc:
         exc.attempts = attempts  # type: ignore[attr-defined]
         raise
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
     def before_sleep(state: RetryCallState) -> None:
         stats.retries += 1

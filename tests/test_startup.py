@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,9 @@ from pipeline.sandbox.server import SANDBOX_TOKEN
 
 #: Libraries no CSV run, validation or help text needs.
 SHEET_FORMATS = ("pyarrow", "python_calamine", "pandas", "numpy")
-#: Needed only with --metrics-file, a terminal, --rate, the emulator, or a saved plan; and
-#: no installed-package metadata scan on the way.
-OPTIONAL = ("prometheus_client", "rich", "pygments", "aiolimiter", "aiohttp.web",
+#: Needed only with --metrics-file, a terminal, --rate, a retry, the emulator, or a saved
+#: plan; and no installed-package metadata scan on the way.
+OPTIONAL = ("prometheus_client", "rich", "pygments", "aiolimiter", "tenacity", "aiohttp.web",
             "pipeline.sandbox.app", "pipeline.plan_jobs", "pipeline.planfile",
             "importlib.metadata")
 #: Test-only libraries.
@@ -147,3 +148,21 @@ def test_importing_the_library_loads_no_client_stack_until_an_api_function_is_us
     heavy = ("aiohttp", "httpx", "click", "asyncio", "sqlite3") + SHEET_FORMATS
     assert present(before, heavy) == []
     assert "pipeline.api" not in before and "pipeline.api" in after
+
+
+def test_a_run_that_retries_loads_tenacity_then_and_succeeds(sandbox, tmp_path):
+    """tenacity is loaded on the first failed attempt: with 503s injected, the fresh process
+    retries (and so imports it) and still applies the row."""
+    sandbox.set_faults(rate_503=0.9)
+    sheet = write_csv(tmp_path / "s.csv", [{
+        "event_type": "order_completed", "lookup_key": "order_id", "lookup_value": "ORD-1003",
+        "event_time": "2026-09", "set.final_price": "7.00"}])
+    modules, _, res = loaded_by(
+        ["apply", str(sheet), "--api-url", sandbox.url, "--checkpoint",
+         str(tmp_path / "cp.sqlite"), "--report", str(tmp_path / "audit.csv"),
+         "--max-attempts", "100", "--backoff-base", "0.001", "--backoff-max", "0.005"],
+        tmp_path, env={"USERMAVEN_TOKEN": SANDBOX_TOKEN})
+    assert res.returncode == 0, res.stdout + res.stderr
+    retries = re.search(r"retries (\d+)", res.stdout)
+    assert retries is not None and int(retries[1]) > 0, res.stdout
+    assert present(modules, ("tenacity",)) == ["tenacity"]
