@@ -153,12 +153,16 @@ class _View:
 
 def hold(c: Correction, intents: Iterable[Intent], memory: Memory) -> Updates:
     """A resumed intent holds its key in this run: a later row with the same change to the
-    same event is its duplicate, not a second send."""
+    same event is its duplicate, not a second send. Later rows also see the event as it will
+    be once the intent is sent (its lookup may still show the state before it)."""
     view = _View(memory, nobody)
     for i in intents:
         if i.status in RESEND:
-            view.hold(i.idempotency_key, KeyOwner(c.row_key, i.event_id, c.row_number,
-                                                  change_of(i.attributes_after, i.merge_mode)))
+            change = change_of(i.attributes_after, i.merge_mode)
+            view.hold(i.idempotency_key, KeyOwner(c.row_key, i.event_id, c.row_number, change))
+            before = view.state(i.event_id, i.attributes_before)
+            view.states[i.event_id] = after_state(before, i.attributes_after, i.merge_mode)
+            view.changes[i.event_id] = change
     return view.updates()
 
 

@@ -157,6 +157,20 @@ def test_a_change_an_earlier_run_applied_but_the_event_no_longer_holds_is_a_redo
     assert unseen.status is Status.DUPLICATE
 
 
+def test_a_later_row_sees_the_event_as_a_resumed_intent_will_leave_it():
+    """A1 applied in an earlier run, B resumed (to be sent in this run), then A2: the lookup
+    still shows A, but B lands first, so A2 is a redo under a key of its own, not
+    `unchanged`."""
+    a1, b, a2 = row(1, {"price": 7}), row(2, {"price": 8}), row(3, {"price": 7}, tag="again")
+    a_key = decide(a1, [target("evt-0")], Memory()).items[0].idempotency_key
+    held = {a_key: _holder(a1, "evt-0", landed=True)}.get
+    b_intent = decide(b, [target("evt-0", {"price": 7})], Memory()).items[0]
+    memory = Memory().folded(hold(b, [b_intent], Memory()))
+    item = decide(a2, [target("evt-0", {"price": 7})], memory, held).items[0]
+    assert item.status is Status.PENDING
+    assert item.idempotency_key not in (a_key, b_intent.idempotency_key)
+
+
 def test_a_row_of_this_run_being_sent_makes_a_later_identical_change_a_duplicate():
     """A later row with the same change to the same event names the row already sending it."""
     decisions, _ = run([(row(3, {"price": 7}), [target("evt-0")]),
