@@ -11,10 +11,11 @@ from pathlib import Path
 
 import click
 
-from pipeline.checkpoint_jobs import checkpoint_status, reemit_report
 from pipeline.cli import _say
-from pipeline.client import check_token
 from pipeline.options import config_option, read_token
+
+# The checkpoint and client stacks load when one of these commands runs, not when
+# `corrections --help` lists them.
 
 
 @click.command("status")
@@ -28,6 +29,8 @@ def status(checkpoint: Path, as_json: bool) -> None:
     Example:
       corrections status --checkpoint fixes.checkpoint.sqlite
     """
+    from pipeline.checkpoint_jobs import checkpoint_status
+
     info = checkpoint_status(checkpoint)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))  # json escapes controls
@@ -73,6 +76,8 @@ def report(checkpoint: Path, out: str) -> None:
     Example:
       corrections report --checkpoint fixes.checkpoint.sqlite --out fixes.audit.parquet
     """
+    from pipeline.checkpoint_jobs import reemit_report
+
     n = reemit_report(checkpoint, out)
     _say(f"wrote {n} lines to {out}", err=True)
 
@@ -106,7 +111,8 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
     Example:
       corrections verify --checkpoint fixes.checkpoint.sqlite --wait 60
     """
-    from pipeline.client import check_api_url
+    from pipeline.checkpoint_jobs import reemit_report
+    from pipeline.client import check_api_url, check_token
     from pipeline.verify import verify
 
     if sandbox:

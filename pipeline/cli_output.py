@@ -8,21 +8,23 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
 from pipeline.errors import CorrectionsError
-from pipeline.jobs import ApplyOutcome, new_run_id
 from pipeline.logs import bind_run_id, setup_logging
 from pipeline.metrics import RunMetrics
 from pipeline.model import SUCCESS, Status
 from pipeline.options import config_in_use
 from pipeline.readers.dialect import Dialect
-from pipeline.run_types import Delivered
 from pipeline.summary import print_summary
 from pipeline.targets import PRIMARY, chosen
+
+if TYPE_CHECKING:  # the run stack (aiohttp, the engine) loads when a command runs a job
+    from pipeline.jobs import ApplyOutcome
+    from pipeline.run_types import Delivered
 
 log = logging.getLogger("corrections")
 
@@ -41,6 +43,8 @@ def setup_output(kw: dict[str, Any]) -> str:
     if kw["quiet"] and kw["verbose"]:
         raise click.UsageError("--quiet and --verbose contradict each other; give one of them")
     setup_logging(kw["log_format"], quiet=kw["quiet"], verbose=kw["verbose"])
+    from pipeline.jobs import new_run_id
+
     run_id = new_run_id()
     bind_run_id(run_id)
     _announce(kw)

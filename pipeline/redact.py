@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
-
 from pipeline.answer import Answer
+
+if TYPE_CHECKING:  # loaded where an answer is rebuilt: log and display code stay light
+    import httpx
 
 MARK = "[redacted]"
 #: shorter fragments are not scrubbed on their own (they would blank ordinary words); the
@@ -68,6 +70,8 @@ class Redactor:
         if clean is body and not any(form in value for _, value in raw
                                      for form, _ in self._raw):
             return response
+        import httpx
+
         headers = [(k, self.text(v)) for k, v in response.headers.items()
                    if k.lower() != "content-length"]
         return httpx.Response(response.status_code, headers=headers, content=clean,
@@ -80,6 +84,8 @@ class Redactor:
         if clean is body and not any(form in value for value in answer.headers.values()
                                      for form in self._forms):
             return answer
+        import httpx
+
         headers = httpx.Headers([(k, self.text(v)) for k, v in answer.headers.items()
                                  if k.lower() != "content-length"])
         return Answer(answer.status_code, headers, clean, answer.host)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from pipeline.jobs import ApplyOutcome
 from pipeline.jsontypes import json_type, same_json
 from pipeline.model import Status
 from pipeline.targets import PRIMARY, get, primary_only
 from pipeline.textsafe import printable
+
+if TYPE_CHECKING:
+    from pipeline.jobs import ApplyOutcome
 
 _ORDER = [s.value for s in (
     Status.APPLIED, Status.ACCEPTED, Status.UNCHANGED, Status.DUPLICATE, Status.PLANNED,

@@ -166,3 +166,17 @@ def test_a_run_that_retries_loads_tenacity_then_and_succeeds(sandbox, tmp_path):
     retries = re.search(r"retries (\d+)", res.stdout)
     assert retries is not None and int(retries[1]) > 0, res.stdout
     assert present(modules, ("tenacity",)) == ["tenacity"]
+
+
+def test_the_command_line_helpers_load_no_network_or_checkpoint_stack():
+    """The modules `corrections --help` needs besides the commands themselves (output,
+    summary, logs, redaction, options, mParticle's options) load no aiohttp, httpx,
+    asyncio or sqlite3; those come with the job a command runs."""
+    code = ("import json, sys\nimport pipeline.cli_output, pipeline.summary, pipeline.logs\n"
+            "import pipeline.redact, pipeline.options, pipeline.targets.mparticle.cli_options\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    modules = set(json.loads(res.stdout))
+    assert present(modules, ("aiohttp", "httpx", "asyncio", "sqlite3", "pipeline.jobs")) == []

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pipeline.targets import MPARTICLE, TARGETS, USERMAVEN
-from pipeline.targets.mparticle.client import (
-    KEY_ENV,
-    SECRET_ENV,
-    MParticleTarget,
-    base_url,
-    check_credentials,
-)
-from pipeline.targets.mparticle.deliver import MParticleSetup
 from pipeline.targets.mparticle.limits import ENVIRONMENTS, PODS
 from pipeline.targets.mparticle.mapping import DEFAULT_EVENT_NAME, MODES, MParticleOptions
+
+if TYPE_CHECKING:  # the delivery stack loads when mParticle is targeted, not for --help
+    from pipeline.targets.mparticle.deliver import MParticleSetup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,6 +75,15 @@ def options_from(kw: dict[str, Any]) -> MParticleOptions:
 
 def remote_setup(kw: dict[str, Any], *, need_credentials: bool = True) -> MParticleSetup:
     """The real Events API: pod or URL, credentials from the environment."""
+    from pipeline.targets.mparticle.client import (
+        KEY_ENV,
+        SECRET_ENV,
+        MParticleTarget,
+        base_url,
+        check_credentials,
+    )
+    from pipeline.targets.mparticle.deliver import MParticleSetup
+
     url = base_url(kw.get("mparticle_pod"), kw.get("mparticle_url"))
     key = os.environ.get(KEY_ENV, "")
     secret = os.environ.get(SECRET_ENV, "")
@@ -90,6 +94,8 @@ def remote_setup(kw: dict[str, Any], *, need_credentials: bool = True) -> MParti
 
 def sandbox_setup(url: str, kw: dict[str, Any]) -> MParticleSetup:
     from pipeline.sandbox.mparticle import SANDBOX_MP_KEY, SANDBOX_MP_SECRET
+    from pipeline.targets.mparticle.client import MParticleTarget
+    from pipeline.targets.mparticle.deliver import MParticleSetup
 
     return MParticleSetup(MParticleTarget(url, SANDBOX_MP_KEY, SANDBOX_MP_SECRET, "sandbox"),
                           options_from(kw))
