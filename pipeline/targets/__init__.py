@@ -57,13 +57,22 @@ def chosen(kw: dict[str, Any]) -> tuple[str, ...]:
 
 
 def target_options(f: F) -> F:
-    """`--target` and every extra target's offline options, on a command."""
-    return _cli(MPARTICLE).target_options(f)  # type: ignore[no-any-return]
+    """`--target`, then every extra target's offline options, on a command."""
+    import click
+
+    for name in reversed(_HOOKS):
+        f = _cli(name).offline_options(f)
+    others = " ".join(f"--target {t}" for t in TARGETS)
+    return click.option(  # type: ignore[no-any-return]
+        "--target", "target", type=click.Choice(TARGETS), multiple=True, default=(PRIMARY,),
+        show_default=True, help=f"Where corrections go; repeat for several ({others}).")(f)
 
 
 def api_options(f: F) -> F:
     """Where every extra target's API is (options of commands that send)."""
-    return _cli(MPARTICLE).mparticle_api_options(f)  # type: ignore[no-any-return]
+    for name in reversed(_HOOKS):
+        f = _cli(name).api_options(f)
+    return f
 
 
 def setups(kw: dict[str, Any], *, sandbox_url: str | None, need_credentials: bool
@@ -92,9 +101,13 @@ def offline_problem(name: str, item: Any, options: Any, *, primary: bool) -> Any
 
 
 def user_columns() -> tuple[str, tuple[str, ...], str]:
-    """The sheet's user columns: (identity prefix, identity kinds, user id column)."""
-    m = _hook(MPARTICLE, "columns")
-    return m.IDENTITY_PREFIX, tuple(m.IDENTITY_KEYS), m.MPID_COLUMN
+    """The sheet's user columns: (identity prefix, identity kinds, user id column), from the
+    target that delivers corrections as data for a user."""
+    for name in _HOOKS:
+        m = _hook(name, "columns")
+        if hasattr(m, "IDENTITY_PREFIX"):
+            return m.IDENTITY_PREFIX, tuple(m.IDENTITY_KEYS), m.MPID_COLUMN
+    return "identity.", (), "mpid"
 
 
 def report_columns() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Command-line options for choosing targets and shaping mParticle deliveries.
+"""Command-line options of the mParticle target: how corrections are shaped, where it is.
 
 Every option is also a config-file key (`target = ["usermaven", "mparticle"]`,
 `mparticle-pod = "EU1"`, …). The mParticle key and secret come from the environment only
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pipeline.targets import MPARTICLE, TARGETS, USERMAVEN
 from pipeline.targets.mparticle.limits import ENVIRONMENTS, PODS
 from pipeline.targets.mparticle.mapping import DEFAULT_EVENT_NAME, MODES, MParticleOptions
 
@@ -23,13 +22,9 @@ if TYPE_CHECKING:  # the delivery stack loads when mParticle is targeted, not fo
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def target_options(f: F) -> F:
-    """Which targets, and how a correction is shaped for mParticle (offline options)."""
+def offline_options(f: F) -> F:
+    """How a correction is shaped for mParticle (options `validate` needs too)."""
     for opt in reversed([
-        click.option("--target", "target", type=click.Choice(TARGETS), multiple=True,
-                     default=(USERMAVEN,), show_default=True,
-                     help="Where corrections go; repeat for both (--target usermaven "
-                     "--target mparticle)."),
         click.option("--mparticle-as", "mparticle_as", type=click.Choice(MODES),
                      default="event", show_default=True,
                      help="event: one custom_event per correction; user-attributes: the "
@@ -44,7 +39,7 @@ def target_options(f: F) -> F:
     return f
 
 
-def mparticle_api_options(f: F) -> F:
+def api_options(f: F) -> F:
     """Where the mParticle Events API is."""
     for opt in reversed([
         click.option("--mparticle-pod", type=click.Choice(list(PODS), case_sensitive=False),
@@ -56,12 +51,6 @@ def mparticle_api_options(f: F) -> F:
     ]):
         f = opt(f)
     return f
-
-
-def wanted(kw: dict[str, Any]) -> tuple[bool, bool]:
-    """(usermaven, mparticle): the targets asked for."""
-    chosen = set(kw.get("target") or (USERMAVEN,))
-    return USERMAVEN in chosen, MPARTICLE in chosen
 
 
 def options_from(kw: dict[str, Any]) -> MParticleOptions:
