@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,17 +23,7 @@ from pipeline.cli_output import (
     setup_output,
     sheet_dialect,
 )
-from pipeline.client import check_token
 from pipeline.errors import CorrectionsError, UsageError
-from pipeline.jobs import (
-    SheetJob,
-    Target,
-    apply_sheet,
-    default_checkpoint,
-    default_report,
-    plan_sheet,
-    report_beside,
-)
 from pipeline.model import RowProblem, SheetDefaults
 from pipeline.options import (
     api_options,
@@ -46,11 +36,14 @@ from pipeline.options import (
 from pipeline.progress import RunProgress, estimate_rows
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.redact import scrub_urls, url_for_display
-from pipeline.runner import RunOptions
 from pipeline.storage import is_remote, local_copy, sibling
 from pipeline.summary import print_plan_details, print_summary
 from pipeline.textsafe import printable
 from pipeline.timeutil import TimestampError, parse_timestamp
+
+if TYPE_CHECKING:  # the run stack loads when a command runs, not for --help
+    from pipeline.jobs import SheetJob, Target
+    from pipeline.run_types import RunOptions
 from pipeline.validate_job import validate_sheet
 
 
@@ -153,6 +146,8 @@ def _sheet(sheet: str, defaults: SheetDefaults, sheet_name: str | None, kind: st
     explicit --checkpoint (`<checkpoint stem>.audit.csv`); the checkpoint beside a local
     sheet, or in the working directory for a remote one (SQLite needs a local disk).
     """
+    from pipeline.jobs import SheetJob, default_checkpoint, default_report, report_beside
+
     if checkpoint is not None and report is None:
         # one checkpoint, one report: two checkpoints of one sheet never share a report
         report = str(report_beside(checkpoint, kind))
@@ -176,6 +171,9 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
             ) -> Iterator[tuple[Target | None, dict[str, Any]]]:
     """The primary API (None when not targeted) and the other targets' setups by name;
     with --sandbox, one emulator serving them all, started for the length of the run."""
+    from pipeline.client import check_token
+    from pipeline.jobs import Target
+
     kw = kw or {}
     primary = targets.PRIMARY in targets.chosen(kw)
     if sandbox:
@@ -198,6 +196,8 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
 
 
 def _run_options(kw: dict[str, Any]) -> RunOptions:
+    from pipeline.run_types import RunOptions
+
     names = RunOptions.__dataclass_fields__.keys()
     return RunOptions(**{k: v for k, v in kw.items() if k in names})
 
@@ -284,7 +284,11 @@ def apply(sheet: str | None, **kw: Any) -> None:
           _sheet(sheet, defaults, kw["sheet_name"], "audit", kw["report"],
                  kw["checkpoint"], sheet_dialect(kw)) as (job, checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw) as (target, extra)):
-        progress = RunProgress.for_terminal(estimate_rows(job.sheet), quiet=kw["quiet"])
+        from pipeline.jobs import apply_sheet
+
+        progress = RunProgress.for_terminal(
+            estimate_rows(job.sheet) if RunProgress.shown(kw["quiet"]) else None,
+            quiet=kw["quiet"])
         outcome = apply_sheet(job, target, _run_options(kw), checkpoint=checkpoint,
                               report=report, strict=kw["strict"], progress=progress,
                               on_row=row_logger(kw["verbose"], kw["log_format"] == "json"),
@@ -325,6 +329,8 @@ def plan(sheet: str, **kw: Any) -> None:
           as (job, _checkpoint, report),
           _target(kw["api_url"], kw["token_file"], kw["sandbox"], kw, plan=True)
           as (target, extra)):
+        from pipeline.jobs import plan_sheet
+
         saved: dict[str, Any] = {}
         hook = None
         if kw["out"] is not None:

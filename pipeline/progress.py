@@ -67,7 +67,12 @@ class RunProgress:
 
     @staticmethod
     def for_terminal(total: int | None, *, quiet: bool) -> RunProgress:
-        return RunProgress(total, enabled=(not quiet) and sys.stderr.isatty())
+        return RunProgress(total, enabled=RunProgress.shown(quiet))
+
+    @staticmethod
+    def shown(quiet: bool) -> bool:
+        """Whether a progress bar is drawn (a person at a terminal who did not ask quiet)."""
+        return (not quiet) and sys.stderr.isatty()
 
     def row(self, status: Status) -> None:
         self.counts[status.value] += 1

@@ -62,14 +62,17 @@ def present(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
 
 
-def test_help_loads_no_sheet_reader_display_metrics_or_emulator_library(tmp_path):
-    """`corrections --help` and `apply --help` import no sheet, display, metrics or
-    emulator library (the sandbox command's help is read without its server stack)."""
+def test_help_loads_no_sheet_reader_display_metrics_emulator_or_network_library(tmp_path):
+    """`corrections --help` and `apply --help` import no sheet, display, metrics, emulator
+    or network library (the sandbox command's help is read without its server stack, and
+    the run stack loads when a command runs)."""
     for args in (["--help"], ["apply", "--help"]):
         modules, _, res = loaded_by(args, tmp_path)
         assert res.returncode == 0, res.stderr
         assert "sandbox" in res.stdout or args != ["--help"]
         assert present(modules, SHEET_FORMATS + OPTIONAL + TESTING) == [], args
+        # `httpx._main` alone is the command line's stand-in for httpx's own CLI
+        assert present(modules - {"httpx._main"}, ("aiohttp", "httpx", "sqlite3")) == [], args
 
 
 def test_a_csv_apply_loads_no_parquet_excel_display_or_metrics_library(sandbox, tmp_path):
