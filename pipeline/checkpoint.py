@@ -64,6 +64,12 @@ class Intent:
     seq: int = 0
     note: str | None = None
 
+    @property
+    def chain(self) -> str:
+        """What orders it against other items: its event (the engine sends one event's
+        items in sheet order, a later one only after the earlier one settled)."""
+        return self.event_id
+
 
 @dataclass(frozen=True)
 class RowState:

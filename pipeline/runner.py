@@ -277,7 +277,7 @@ class Runner(Engine):
             return
         job.pending = len(to_send)
         for intent in to_send:
-            self.start((intent.event_id,), partial(self._send, job, intent, window))
+            self.start((intent.chain,), partial(self._send, job, intent, window))
 
     def _finish_row(self, job: RowJob, status: Status, error: str | None,
                     window: asyncio.Semaphore) -> None:
@@ -327,7 +327,7 @@ class Runner(Engine):
                 else:
                     self._finish_row(job, row_status(job.outcomes.values()),
                                      kw.get("error"), window)
-        return () if status in SETTLED else (intent.event_id,)
+        return () if status in SETTLED else (intent.chain,)
 
     async def _mutate(self, intent: Intent) -> tuple[Status, dict[str, Any]]:
         def count(n: int) -> None:
