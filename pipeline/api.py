@@ -36,7 +36,6 @@ import httpx
 
 from pipeline.api_plans import PlanMethods, SavedPlan
 from pipeline.checkpoint_jobs import open_existing
-from pipeline.client import check_token
 from pipeline.errors import UsageError
 from pipeline.jobs import (
     SheetJob,
@@ -56,6 +55,7 @@ from pipeline.target_reports import known_targets, report_lines
 from pipeline.targets import primary_only
 from pipeline.timeutil import parse_timestamp
 from pipeline.validate_job import validate_sheet
+from pipeline.wire import check_token
 
 if TYPE_CHECKING:
     import pandas as pd

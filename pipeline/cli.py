@@ -171,8 +171,8 @@ def _target(api_url: str, token_file: Path | None, sandbox: bool,
             ) -> Iterator[tuple[Target | None, dict[str, Any]]]:
     """The primary API (None when not targeted) and the other targets' setups by name;
     with --sandbox, one emulator serving them all, started for the length of the run."""
-    from pipeline.client import check_token
     from pipeline.jobs import Target
+    from pipeline.wire import check_token
 
     kw = kw or {}
     primary = targets.PRIMARY in targets.chosen(kw)

@@ -112,8 +112,8 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
       corrections verify --checkpoint fixes.checkpoint.sqlite --wait 60
     """
     from pipeline.checkpoint_jobs import reemit_report
-    from pipeline.client import check_api_url, check_token
     from pipeline.verify import verify
+    from pipeline.wire import check_api_url, check_token
 
     if sandbox:
         raise click.UsageError(

@@ -23,7 +23,6 @@ import httpx
 from pipeline import signals
 from pipeline.checkpoint import Checkpoint
 from pipeline.checkpoint_jobs import write_run_report
-from pipeline.client import check_api_url
 from pipeline.errors import CorrectionsError, SheetError
 from pipeline.faults import checkpoint_write_error
 from pipeline.lock import RunLock
@@ -42,6 +41,7 @@ from pipeline.targets import MPARTICLE, PRIMARY, get, in_order, primary_only
 from pipeline.timeutil import utcnow
 from pipeline.validate import validate_batches
 from pipeline.validate_job import refuse_invalid
+from pipeline.wire import check_api_url
 
 log = logging.getLogger("corrections")
 

@@ -24,7 +24,7 @@ import httpx
 
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.checkpoint_jobs import open_existing
-from pipeline.client import UsermavenClient, make_http_client
+from pipeline.client import UsermavenClient
 from pipeline.errors import ApiError, AuthError, FatalApiError, UsageError
 from pipeline.jobs import new_run_id
 from pipeline.jsontypes import holds, same_json
@@ -34,6 +34,8 @@ from pipeline.resolve import LookupCache, LookupIncomplete, Resolver
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
 from pipeline.throttle import Throttle
 from pipeline.timeutil import month_window, parse_timestamp
+from pipeline.transport import AiohttpTransport
+from pipeline.wire import make_http_client
 
 
 @dataclass
@@ -127,9 +129,10 @@ def verify_checkpoint(cp: Checkpoint, api_url: str, token: str, *, wait: float =
         checks.append(plan)
 
     async def go() -> None:
+        wire = transport or AiohttpTransport(limit=concurrency + 2)
         async with make_http_client(api_url, concurrency=concurrency, timeout=timeout,
-                                    transport=transport) as http:
-            await _rounds(UsermavenClient(http, token))
+                                    transport=wire) as http:
+            await _rounds(UsermavenClient(http, token, transport=wire))
 
     async def _rounds(client: UsermavenClient) -> None:
         throttle = Throttle(concurrency)

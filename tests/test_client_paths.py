@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from hostile import TOKEN, Exchange, hostile_server, mutation_ok
 
-from pipeline.client import UsermavenClient, make_http_client
+from pipeline.client import UsermavenClient
 from pipeline.model import Window
 from pipeline.transport import MAX_ANSWER_BYTES, AiohttpTransport
+from pipeline.wire import make_http_client
 
 EVENT = "0f8fad5b-d9cb-469f-a165-70867728950e"
 WINDOW = Window(datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 30, 23, 59, 59, tzinfo=UTC))

@@ -14,13 +14,13 @@ import pytest
 from conftest import read_report, write_csv
 from tenacity import RetryCallState
 
-from pipeline.client import retry_after_seconds
 from pipeline.errors import RateLimited, RetryAfterTooLong, TransientError
 from pipeline.jobs import SheetJob, Target, apply_sheet
 from pipeline.model import SheetDefaults
 from pipeline.retry import RetryPolicy, RetryStats, _Wait, call_with_retry
 from pipeline.runner import RunOptions
 from pipeline.throttle import Throttle
+from pipeline.wire import retry_after_seconds
 
 EVENT_IDS = [f"00000000-0000-4000-8000-{i:012d}" for i in range(1, 13)]
 

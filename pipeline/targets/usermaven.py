@@ -13,12 +13,13 @@ from typing import Any
 
 from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
-from pipeline.client import UsermavenClient, make_http_client
+from pipeline.client import UsermavenClient
 from pipeline.model import SUCCESS, Status
 from pipeline.run_types import Delivered, RunResult
 from pipeline.runner import Runner
 from pipeline.target import RunContext
 from pipeline.transport import AiohttpTransport
+from pipeline.wire import make_http_client
 
 
 class Usermaven:

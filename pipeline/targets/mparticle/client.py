@@ -18,12 +18,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.client import (
-    check_api_url,
-    redirect_error,
-    retry_after_seconds,
-    transport_errors,
-)
 from pipeline.errors import (
     AuthError,
     RateLimited,
@@ -33,6 +27,7 @@ from pipeline.errors import (
 )
 from pipeline.redact import Redactor
 from pipeline.targets.mparticle.limits import PODS
+from pipeline.wire import check_api_url, redirect_error, retry_after_seconds, transport_errors
 
 log = logging.getLogger("corrections")
 

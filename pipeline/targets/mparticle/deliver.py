@@ -21,7 +21,6 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.client import make_http_client
 from pipeline.engine import HELD_BACK, Engine
 from pipeline.errors import UnexpectedError
 from pipeline.faults import checkpoint_write_error, describe
@@ -35,6 +34,7 @@ from pipeline.targets.mparticle.ledger import DONE, Ledger, Pending
 from pipeline.targets.mparticle.mapping import MParticleOptions
 from pipeline.targets.mparticle.planning import Planning
 from pipeline.timeutil import parse_timestamp, utcnow
+from pipeline.wire import make_http_client
 
 log = logging.getLogger("corrections")
 
