@@ -2,7 +2,7 @@
 
 Why not `httpx.Response`: building one costs more CPU than the rest of a small request's
 handling on the client side, and a correction makes two requests. The clients' answer
-mapping (`pipeline.client`) reads the same four things from either.
+mapping (`pipeline.targets.usermaven.client`) reads the same four things from either.
 """
 
 from __future__ import annotations

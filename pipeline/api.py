@@ -50,7 +50,7 @@ from pipeline.model import RowProblem, SheetDefaults
 from pipeline.options import DEFAULT_API_URL
 from pipeline.readers.dialect import PLAIN, Dialect
 from pipeline.report import COLUMNS, TARGET_COLUMNS, write_report
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.target_reports import known_targets, report_lines
 from pipeline.targets import primary_only
 from pipeline.timeutil import parse_timestamp
@@ -271,12 +271,11 @@ class Corrections(PlanMethods):
         return _summary("apply", outcome, cp, out, None)
 
     def _verify(self, checkpoint: Path, wait: float) -> VerifySummary:
-        from pipeline.verify import verify
+        from pipeline.targets import PRIMARY, get
 
-        target = self._target()
-        out = verify(checkpoint, target.api_url, target.token, wait=wait,
-                     concurrency=min(self.options.concurrency, 64),
-                     timeout=self.options.timeout, transport=self.transport)
+        out = get(PRIMARY).read_back(checkpoint, self._target(), wait=wait,
+                                     concurrency=min(self.options.concurrency, 64),
+                                     timeout=self.options.timeout, transport=self.transport)
         return VerifySummary(out.verified, out.mismatch, out.pending, out.unverifiable,
                              out.requests, out.exit_code, checkpoint)
 

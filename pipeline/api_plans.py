@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.api import RunSummary, Sheet
     from pipeline.jobs import Target
-    from pipeline.runner import RunOptions
+    from pipeline.run_types import RunOptions
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,8 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
       corrections verify --checkpoint fixes.checkpoint.sqlite --wait 60
     """
     from pipeline.checkpoint_jobs import reemit_report
-    from pipeline.verify import verify
+    from pipeline.jobs import Target
+    from pipeline.targets import PRIMARY, get
     from pipeline.wire import check_api_url, check_token
 
     if sandbox:
@@ -124,8 +125,8 @@ def verify_command(checkpoint: Path, wait: float, report: Path | None, api_url: 
 
     token = check_token(read_token(token_file, lambda m: _say(
         f"corrections: warning: {m}", err=True)))
-    out = verify(checkpoint, check_api_url(api_url), token, wait=wait,
-                 concurrency=concurrency, timeout=timeout)
+    out = get(PRIMARY).read_back(checkpoint, Target(check_api_url(api_url), token), wait=wait,
+                                 concurrency=concurrency, timeout=timeout)
     for line in out.details[:50]:
         _say(f"  {line}")
     _say(f"verified {out.verified} · mismatch {out.mismatch} · not visible {out.pending} · "

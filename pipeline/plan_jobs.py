@@ -20,7 +20,7 @@ from pipeline.model import Correction, RowProblem
 from pipeline.planfile import Plan, PlanError, read_plan, write_plan
 from pipeline.planning import plan_corrections, plan_from_checkpoint, sheet_users
 from pipeline.revert import revert_plan
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.sheet import fingerprint
 from pipeline.targets import PRIMARY, get, in_order
 from pipeline.timeutil import utcnow

@@ -3,16 +3,14 @@ that read statuses; no I/O, so the runner and the jobs share them without cycles
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pipeline.checkpoint import Intent, RowState
-from pipeline.model import Correction, Status
-from pipeline.resolve import Resolution
+from pipeline.checkpoint import Intent
+from pipeline.model import Status
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -99,25 +97,6 @@ class LRU(OrderedDict[K, V]):
         self.move_to_end(key)
         if len(self) > self.size:
             self.popitem(last=False)
-
-
-@dataclass
-class RowJob:
-    correction: Correction
-    state: RowState | None
-    prepared: asyncio.Task[tuple[Resolution, list[EventTarget], list[Intent]]]
-    window: asyncio.Semaphore
-    outcomes: dict[str, Status] = field(default_factory=dict)
-    pending: int = 0
-    final_error: str | None = None
-    dispatched: bool = False
-    released: bool = False
-
-    def release(self) -> None:
-        """Give the row's window slot back, once, whatever path the row ended on."""
-        if not self.released:
-            self.released = True
-            self.window.release()
 
 
 def after_state(before: Mapping[str, Any] | None, attrs: Mapping[str, Any],

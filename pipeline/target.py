@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.model import Correction, RowProblem, Status
@@ -82,6 +83,11 @@ class Target(Protocol):
 
     def summary_lines(self, result: Any, run_stop: str | None) -> list[str]:
         """This target's part of the run, for the printed summary."""
+
+    def read_back(self, checkpoint: Path, setup: Any, *, wait: float, concurrency: int,
+                  timeout: float, transport: Any = None) -> Any:
+        """`verify`: read what was delivered back and record verified or mismatch (a target
+        without a read API refuses, saying so)."""
 
     def not_sent(self, why: str) -> Delivered:
         """The result of a part of the run that sent nothing (an earlier target stopped)."""

@@ -1,7 +1,7 @@
 """What both API clients share on the wire: the URL and token checks, the HTTP client,
 Retry-After, transport failures and refused redirects.
 
-Each target's client (Usermaven's `pipeline.client`, mParticle's
+Each target's client (Usermaven's `pipeline.targets.usermaven.client`, mParticle's
 `pipeline.targets.mparticle.client`) maps its own answers; everything here is the same for
 any HTTP API the tool writes to, so it lives once.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.jobs import ApplyOutcome, SheetJob, Target, apply_sheet, plan_sheet
 from pipeline.model import SheetDefaults
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 from pipeline.sandbox.store import Event, EventStore
 

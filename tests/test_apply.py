@@ -14,7 +14,7 @@ from conftest import SAMPLE, read_report, write_csv
 
 from pipeline.jobs import ApplyOutcome, SheetJob, Target, apply_sheet
 from pipeline.model import SheetDefaults
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer
 
 #: What the sample sheet's rows must end as (row number → status), per its comments.

@@ -73,8 +73,8 @@ def test_the_engine_and_the_run_control_name_no_target():
 def test_both_targets_deliver_through_the_one_engine():
     """Usermaven's runner and mParticle's delivery are both built on `Engine`."""
     from pipeline.engine import Engine
-    from pipeline.runner import Runner
     from pipeline.targets.mparticle.deliver import Delivery
+    from pipeline.targets.usermaven.runner import Runner
 
     assert issubclass(Runner, Engine) and issubclass(Delivery, Engine)
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from hostile import TOKEN, Exchange, hostile_server, mutation_ok
 
-from pipeline.client import UsermavenClient
 from pipeline.model import Window
+from pipeline.targets.usermaven.client import UsermavenClient
 from pipeline.transport import MAX_ANSWER_BYTES, AiohttpTransport
 from pipeline.wire import make_http_client
 

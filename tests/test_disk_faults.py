@@ -14,7 +14,7 @@ from pipeline import jobs
 from pipeline.checkpoint import Checkpoint
 from pipeline.jobs import SheetJob, Target, apply_sheet
 from pipeline.model import SheetDefaults
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.sandbox.server import SANDBOX_TOKEN
 
 SYSTEM = {"pageview", "user_identify", "group", "lead"}

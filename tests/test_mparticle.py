@@ -31,7 +31,7 @@ from pipeline.errors import SheetError
 from pipeline.jobs import ApplyOutcome, SheetJob, Target, apply_sheet, plan_sheet
 from pipeline.model import SheetDefaults
 from pipeline.report import COLUMNS, TARGET_COLUMNS
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.sandbox.app import STATE
 from pipeline.sandbox.mparticle import SANDBOX_MP_KEY, SANDBOX_MP_SECRET, MParticleState
 from pipeline.sandbox.server import SANDBOX_TOKEN, SandboxServer

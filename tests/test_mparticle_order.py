@@ -17,7 +17,7 @@ from hostile import MP_KEY, MP_SECRET, Exchange, hostile_server
 
 from pipeline.jobs import ApplyOutcome, SheetJob, apply_sheet
 from pipeline.model import SheetDefaults
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.targets.mparticle import deliver as deliver_module
 from pipeline.targets.mparticle.client import MParticleTarget
 from pipeline.targets.mparticle.deliver import MParticleSetup

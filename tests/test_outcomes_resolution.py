@@ -19,8 +19,8 @@ from crafted import (
     run_apply,
 )
 
-from pipeline.resolve import MAX_LOOKUPS_PER_ROW
 from pipeline.sandbox.server import SANDBOX_TOKEN
+from pipeline.targets.usermaven.resolve import MAX_LOOKUPS_PER_ROW
 from pipeline.throttle import Throttle
 
 

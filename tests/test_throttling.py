@@ -18,7 +18,7 @@ from pipeline.errors import RateLimited, RetryAfterTooLong, TransientError
 from pipeline.jobs import SheetJob, Target, apply_sheet
 from pipeline.model import SheetDefaults
 from pipeline.retry import RetryPolicy, RetryStats, _Wait, call_with_retry
-from pipeline.runner import RunOptions
+from pipeline.run_types import RunOptions
 from pipeline.throttle import Throttle
 from pipeline.wire import retry_after_seconds
 

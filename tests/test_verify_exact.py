@@ -8,7 +8,7 @@ from conftest import read_report, run_cli, write_csv
 from crafted import crafted_sandbox, eid, event, order_row, run_apply
 
 from pipeline.sandbox.server import SANDBOX_TOKEN
-from pipeline.verify import verify
+from pipeline.targets.usermaven.verify import verify
 
 ENV = {"USERMAVEN_TOKEN": SANDBOX_TOKEN}
 

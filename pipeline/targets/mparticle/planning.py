@@ -32,7 +32,7 @@ from pipeline.targets.mparticle.mapping import (
 from pipeline.timeutil import parse_timestamp, utcnow
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunOptions
+    from pipeline.run_types import RunOptions
     from pipeline.targets.mparticle.deliver import MParticleResult
 
 #: How many times one change may be redone on one event in one sheet before its later

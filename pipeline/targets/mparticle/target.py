@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint
@@ -81,6 +82,13 @@ class MParticle:
         if mp.stop_reason and mp.stop_reason != run_stop:
             lines.append(f"mparticle stopped: {mp.stop_reason}")
         return lines
+
+    def read_back(self, checkpoint: Path, setup: Any, *, wait: float, concurrency: int,
+                  timeout: float, transport: Any = None) -> Any:
+        from pipeline.errors import UsageError
+
+        raise UsageError("mParticle has no API to read events back; its 202 answers, kept in "
+                         "the report, are the proof of delivery")
 
     def not_sent(self, why: str) -> Delivered:
         return MParticleResult(skipped=why)

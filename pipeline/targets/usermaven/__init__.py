@@ -1,23 +1,25 @@
 """The primary target: Usermaven's Event mutations API, behind the `Target` protocol.
 
-It finds each event (lookup), decides and sends its mutation (`pipeline.runner` on the one
-engine) and records both in the checkpoint's rows and mutations tables; the other targets
-deliver after it, from what it found.
+It finds each event (`resolve`: lookups, full pages split), decides and sends its mutation
+(`runner`, on the one engine; `client` maps the API's answers) and records both in the
+checkpoint's rows and mutations tables; the other targets deliver after it, from what it
+found. `refresh` reads an event by id (plans), `verify` reads applied events back.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline import signals
 from pipeline.checkpoint import Checkpoint, workspace_id
-from pipeline.client import UsermavenClient
 from pipeline.model import SUCCESS, Status
 from pipeline.run_types import Delivered, RunResult
-from pipeline.runner import Runner
 from pipeline.target import RunContext
+from pipeline.targets.usermaven.client import UsermavenClient
+from pipeline.targets.usermaven.runner import Runner
 from pipeline.transport import AiohttpTransport
 from pipeline.wire import make_http_client
 
@@ -85,6 +87,13 @@ class Usermaven:
 
     def summary_lines(self, result: Delivered, run_stop: str | None) -> list[str]:
         return []
+
+    def read_back(self, checkpoint: Path, setup: Any, *, wait: float, concurrency: int,
+                  timeout: float, transport: Any = None) -> Any:
+        from pipeline.targets.usermaven.verify import verify
+
+        return verify(checkpoint, setup.api_url, setup.token, wait=wait,
+                      concurrency=concurrency, timeout=timeout, transport=transport)
 
     def not_sent(self, why: str) -> Delivered:
         return RunResult(skipped=why)

@@ -24,14 +24,14 @@ import httpx
 
 from pipeline.checkpoint import Checkpoint, workspace_id
 from pipeline.checkpoint_jobs import open_existing
-from pipeline.client import UsermavenClient
 from pipeline.errors import ApiError, AuthError, FatalApiError, UsageError
 from pipeline.jobs import new_run_id
 from pipeline.jsontypes import holds, same_json
 from pipeline.lock import RunLock
 from pipeline.model import FoundEvent, Status, Window
-from pipeline.resolve import LookupCache, LookupIncomplete, Resolver
 from pipeline.retry import RetryPolicy, RetryStats, call_with_retry
+from pipeline.targets.usermaven.client import UsermavenClient
+from pipeline.targets.usermaven.resolve import LookupCache, LookupIncomplete, Resolver
 from pipeline.throttle import Throttle
 from pipeline.timeutil import month_window, parse_timestamp
 from pipeline.transport import AiohttpTransport

@@ -18,34 +18,54 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from pipeline.checkpoint import Checkpoint, Intent, RowState
-from pipeline.client import UsermavenClient
 from pipeline.decide import RESEND, Decider
 from pipeline.engine import HELD_BACK, SETTLED, Engine, outcome_of
 from pipeline.faults import checkpoint_write_error, describe
 from pipeline.jsontypes import holds
 from pipeline.model import Correction, FoundEvent, RowProblem, Status, Window
 from pipeline.progress import RunProgress
-from pipeline.refresh import current_state
-from pipeline.resolve import LookupCache, LookupIncomplete, Resolution, Resolver
 from pipeline.retry import RetryPolicy
 from pipeline.run_types import (  # RunOptions, RunResult, RunTotals: re-exported
     EventTarget,
-    RowJob,
     RunOptions,
     RunResult,
     RunTotals,
     outcome_fields,
     row_status,
 )
+from pipeline.targets.usermaven.client import UsermavenClient
+from pipeline.targets.usermaven.refresh import current_state
+from pipeline.targets.usermaven.resolve import LookupCache, LookupIncomplete, Resolution, Resolver
 from pipeline.timeutil import month_window, parse_timestamp, utcnow
 
 log = logging.getLogger("corrections")
+
+
+@dataclass
+class RowJob:
+    """A row in work: its resolution task, its events' outcomes, its window slot."""
+
+    correction: Correction
+    state: RowState | None
+    prepared: asyncio.Task[tuple[Resolution, list[EventTarget], list[Intent]]]
+    window: asyncio.Semaphore
+    outcomes: dict[str, Status] = field(default_factory=dict)
+    pending: int = 0
+    final_error: str | None = None
+    dispatched: bool = False
+    released: bool = False
+
+    def release(self) -> None:
+        """Give the row's window slot back, once, whatever path the row ended on."""
+        if not self.released:
+            self.released = True
+            self.window.release()
 
 
 class Runner(Engine):

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from pipeline.errors import NotFoundError
 from pipeline.model import Correction, FoundEvent, Window
-from pipeline.resolve import LOOKUP_LIMIT, LookupCache
+from pipeline.targets.usermaven.resolve import LOOKUP_LIMIT, LookupCache
 
 _SECOND = timedelta(milliseconds=999)
 
