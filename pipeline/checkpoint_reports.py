@@ -73,8 +73,11 @@ class ReadBack(StoreBase):
             + n("m.status") + ", " + n("m.mutation_id") + ", m.http_status, m.attempts, "
             + n(note) + ", " + n("m.attributes_before") + ", " + n("m.attributes_after")
             + ", " + n("m.applied_at") + ", " + n("m.run_id") + " "
-            "FROM mutations m JOIN rows r ON r.row_key = m.row_key "
-            "WHERE r.generation != ? AND m.status IN ('applied', 'verified', 'mismatch') "
+            # from the rows of other sheets (an index range each side of this one), so a
+            # rerun of a finished million-row sheet does not walk its own mutations
+            "FROM rows r CROSS JOIN mutations m ON m.row_key = r.row_key "
+            "WHERE (r.generation < ?1 OR r.generation > ?1) "
+            "AND m.status IN ('applied', 'verified', 'mismatch') "
             "ORDER BY m.applied_at, m.rowid",
             (generation,),
         )

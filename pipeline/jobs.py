@@ -96,9 +96,12 @@ class SheetJob:
                                 sheet_name=self.sheet_name, dialect=self.dialect,
                                 usermaven=self.usermaven)
 
-    def read_once(self) -> SheetJob:
-        """This job with its rows parsed once, however many passes a run makes."""
-        return self if self.spool is not None else replace(self, spool=ReadOnce(self.read))
+    def read_once(self, passes: int = 2) -> SheetJob:
+        """This job with its rows parsed once, however many passes (`passes` expected) a
+        run makes."""
+        if self.spool is not None:
+            return self
+        return replace(self, spool=ReadOnce(self.read, passes))
 
 
 def default_checkpoint(sheet: Path) -> Path:
@@ -172,11 +175,15 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
     if not setups:
         raise SheetError("no target: give --target usermaven and/or --target mparticle")
     setups = {name: setups[name] for name in in_order(list(setups))}
-    job = replace(job, usermaven=target is not None, spool=None).read_once()
+    job = replace(job, usermaven=target is not None, spool=None)
+    # the passes this run makes over the rows: --strict's check, the explicit-key pre-pass
+    # of the primary target, and one per target
+    explicit = PRIMARY in setups and job.names_explicit_keys()
+    job = job.read_once(passes=int(strict) + int(explicit) + len(setups))
     assert job.spool is not None
     try:
         return _apply(job, setups, options, checkpoint, report, strict, on_row,
-                      install_signals, progress)
+                      install_signals, progress, explicit)
     finally:
         job.spool.close()
 
@@ -184,7 +191,8 @@ def apply_sheet(job: SheetJob, target: Target | None, options: RunOptions, *,
 def _apply(job: SheetJob, setups: dict[str, Any], options: RunOptions, checkpoint: Path,
            report: Path | str, strict: bool,
            on_row: Callable[[int, Status, str | None], None] | None,
-           install_signals: bool, progress: RunProgress | None) -> ApplyOutcome:
+           install_signals: bool, progress: RunProgress | None,
+           explicit: bool) -> ApplyOutcome:
     if strict:
         refuse_invalid(job, {n: get(n).offline_options(s) for n, s in setups.items()
                              if n != PRIMARY}, usermaven=PRIMARY in setups)
@@ -199,7 +207,8 @@ def _apply(job: SheetJob, setups: dict[str, Any], options: RunOptions, checkpoin
             with signals.signals_noted(early, install_signals):
                 return _run(job, setups, options, cp, checkpoint, report, on_row,
                             install_signals, progress,
-                            command="plan" if options.plan_only else "apply", early=early)
+                            command="plan" if options.plan_only else "apply", early=early,
+                            explicit=explicit)
         except Exception as exc:
             if (failure := checkpoint_write_error(exc)) is None:
                 raise
@@ -243,7 +252,7 @@ def _run(job: SheetJob, setups: dict[str, Any], options: RunOptions, cp: Checkpo
          cp_path: Path, report: Path | str,
          on_row: Callable[[int, Status, str | None], None] | None, install_signals: bool,
          progress: RunProgress | None, command: str,
-         early: list[int] | None = None) -> ApplyOutcome:
+         early: list[int] | None = None, explicit: bool = False) -> ApplyOutcome:
     run_id = new_run_id()
     targets = tuple(setups)
     safe_options: dict[str, Any] = {k: v for k, v in options.__dict__.items()}
@@ -270,7 +279,7 @@ def _run(job: SheetJob, setups: dict[str, Any], options: RunOptions, cp: Checkpo
     run = RunContext(cp, job.batches, options, run_id, generation, targets,
                      install_signals=install_signals, early=early or [], on_row=on_row,
                      progress=progress,
-                     names_explicit_keys=primary is not None and job.names_explicit_keys())
+                     names_explicit_keys=explicit)
     results: dict[str, Delivered] = {}
     try:
         for name, setup in setups.items():

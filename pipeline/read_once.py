@@ -26,25 +26,32 @@ Batch = list[Correction | RowProblem]
 
 
 class ReadOnce:
-    """`reader()` run once; later calls replay what it yielded."""
+    """`reader()` run once; later calls replay what it yielded.
 
-    def __init__(self, reader: Callable[[], Iterator[Batch]]) -> None:
+    `passes` is how many passes the run expects: a run that makes one (the common case, and
+    the nightly rerun of a finished million-row sheet) keeps no spool and pays nothing.
+    """
+
+    def __init__(self, reader: Callable[[], Iterator[Batch]], passes: int = 2) -> None:
         self._reader = reader
         self._spool: IO[bytes] | None = None
         self._complete = False
+        self._left = passes  # passes still expected, this one included
         self.passes = 0  # how many times the sheet itself was read (tests check 1)
 
     def __call__(self) -> Iterator[Batch]:
+        self._left -= 1
         if self._complete and self._spool is not None:
             return self._replay(self._spool)
-        return self._first()
+        return self._first(keep=self._left > 0)
 
-    def _first(self) -> Iterator[Batch]:
+    def _first(self, keep: bool) -> Iterator[Batch]:
         self.close()
         self.passes += 1
-        spool: IO[bytes] | None
+        spool: IO[bytes] | None = None
         try:  # kept open past this pass (for the replays), closed by `close`
-            spool = tempfile.TemporaryFile(prefix="corrections-rows-")  # noqa: SIM115
+            if keep:
+                spool = tempfile.TemporaryFile(prefix="corrections-rows-")  # noqa: SIM115
         except OSError:
             spool = None
         try:

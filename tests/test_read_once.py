@@ -97,3 +97,22 @@ def test_a_first_pass_left_unfinished_is_read_again_in_full():
         once.close()
     assert len(reads) == 2
     assert len(whole) == 4
+
+
+def test_a_run_of_one_pass_keeps_no_spool():
+    """Expecting one pass (a plain run to one target), nothing is spooled: the nightly rerun
+    of a large finished sheet pays nothing for passes it does not make."""
+    reads = []
+
+    def reader() -> Iterator[list[Correction | RowProblem]]:
+        reads.append(1)
+        yield from _batches(2)
+
+    once = ReadOnce(reader, passes=1)
+    try:
+        assert len(list(once())) == 2
+        assert once._spool is None
+        assert len(list(once())) == 2  # an unexpected second pass reads the sheet again
+    finally:
+        once.close()
+    assert len(reads) == 2
