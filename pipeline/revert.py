@@ -64,8 +64,8 @@ def revert_plan(cp: Checkpoint, runs: Sequence[str] | None, *, force: bool = Fal
     histories = _histories(cp, chosen)
     items: list[PlanItem] = []
     skipped: list[Skipped] = []
-    users, mp_skipped = _mparticle_users(cp, chosen, {h.event_id: h for h in histories})
-    skipped.extend(mp_skipped)
+    users, unreachable = _recipients(cp, chosen, {h.event_id: h for h in histories})
+    skipped.extend(unreachable)
     for h in histories:
         if h.before is None:
             skipped.append(Skipped(
@@ -117,7 +117,7 @@ def _user_targets() -> list[str]:
     return [name for name in TARGETS if get(name).needs_users]
 
 
-def _mparticle_users(cp: Checkpoint, runs: Sequence[str], reverted: Mapping[str, Any]
+def _recipients(cp: Checkpoint, runs: Sequence[str], reverted: Mapping[str, Any]
                      ) -> tuple[dict[str, dict[str, Any]], list[Skipped]]:
     """The user of each reverted event, and deliveries with nothing to restore."""
     from pipeline.planfile import Skipped

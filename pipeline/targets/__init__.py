@@ -103,11 +103,8 @@ def offline_problem(name: str, item: Any, options: Any, *, primary: bool) -> Any
 def user_columns() -> tuple[str, tuple[str, ...], str]:
     """The sheet's user columns: (identity prefix, identity kinds, user id column), from the
     target that delivers corrections as data for a user."""
-    for name in _HOOKS:
-        m = _hook(name, "columns")
-        if hasattr(m, "IDENTITY_PREFIX"):
-            return m.IDENTITY_PREFIX, tuple(m.IDENTITY_KEYS), m.MPID_COLUMN
-    return "identity.", (), "mpid"
+    m = next(m for m in (_hook(n, "columns") for n in _HOOKS) if hasattr(m, "IDENTITY_PREFIX"))
+    return m.IDENTITY_PREFIX, tuple(m.IDENTITY_KEYS), m.MPID_COLUMN
 
 
 def report_columns() -> tuple[str, ...]:

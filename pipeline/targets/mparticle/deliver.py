@@ -263,10 +263,6 @@ def deliver(cp: Checkpoint, setup: MParticleSetup, options: RunOptions,
     return d.result
 
 
-def row_counts(cp: Checkpoint, generation: int) -> dict[str, int]:
-    return Ledger(cp).row_counts(generation)
-
-
 def rows_left(counts: dict[str, int]) -> int:
     return sum(n for s, n in counts.items() if s not in DONE and s != "planned")
 
